@@ -1,0 +1,41 @@
+"""Exceptions and warnings that eigrad users catch.
+
+``GaugeWarning`` / ``GaugeError`` report that a derivative does not exist at a
+degenerate cluster (MATH.md, "When the derivative exists"); the policy between
+them is ``BackwardOptions(gauge=...)``. ``ConvergenceError`` /
+``ConvergenceWarning`` report an iterative solver that did not converge.
+"""
+
+from __future__ import annotations
+
+
+class GaugeWarning(UserWarning):
+    """A derivative was requested that does not exist at a degenerate cluster.
+
+    Raised as a warning under ``BackwardOptions(gauge="warn")`` (the default).
+    The returned derivative is that of the loss averaged over the bases of the
+    cluster's eigenspace, not of the loss itself.
+    """
+
+
+class GaugeError(RuntimeError):
+    """Same condition as :class:`GaugeWarning`, under ``gauge="raise"``."""
+
+
+class ConvergenceError(RuntimeError):
+    """An iterative solver stopped before reaching its tolerance.
+
+    Attributes
+    ----------
+    solution : object or None
+        The best iterate the solver had (an ``EigSolution`` for eigensolvers),
+        for inspection.
+    """
+
+    def __init__(self, message: str, solution: object | None = None):
+        super().__init__(message)
+        self.solution = solution
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver did not converge and ``on_failure="warn"`` was set."""

@@ -1,0 +1,99 @@
+"""Frozen option dataclasses (no global settings).
+
+Tolerance defaults derive from ``torch.finfo(dtype).eps`` of the problem and
+are documented here and in ``docs/guide.md``:
+
+* degeneracy: eigenvalues ``λ_i``, ``λ_j`` are in one cluster when
+  ``|λ_i - λ_j| <= degen_atol + degen_rtol * max(|λ_i|, |λ_j|)``, linked
+  transitively. Default ``degen_rtol = sqrt(eps)`` and
+  ``degen_atol = sqrt(eps) * scale`` with ``scale`` the magnitude of the
+  spectrum (the largest ``|λ|`` the forward solver saw, or a norm bound of
+  the reduced matrix). In float64 that merges eigenvalues that agree to
+  about 1.5e-8 relative to the matrix; in float32, 3.5e-4.
+* existence checks: a cluster violates a condition when the violation,
+  relative to the cotangents' size, exceeds ``check_rtol`` (default
+  ``eps ** 0.25``: 1.2e-4 in float64, 1.9e-2 in float32).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+_GAUGE_POLICIES = ("warn", "raise", "ignore")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardOptions:
+    """How derivatives are computed and checked.
+
+    Parameters
+    ----------
+    degen_atol, degen_rtol : float or None
+        Degeneracy tolerances (see module docstring). ``None`` derives them
+        from the dtype: ``degen_rtol = sqrt(eps)``,
+        ``degen_atol = sqrt(eps) * scale``.
+    gauge : {"warn", "raise", "ignore"}
+        What to do when a derivative does not exist at a degenerate cluster
+        (MATH.md's two conditions, or a cluster cut by ``k``): emit
+        :class:`eigrad.GaugeWarning`, raise :class:`eigrad.GaugeError`, or
+        return the basis-averaged derivative silently.
+    check_rtol : float or None
+        Relative size above which a violation is reported. ``None`` gives
+        ``eps ** 0.25`` of the dtype.
+    n_guard : int
+        How many eigenvalues beyond the k-th to compute (at least) to detect a
+        cluster cut by ``k``. More are computed while they stay degenerate.
+    linsolve_rtol, linsolve_maxiter : float or None, int or None
+        Tolerance and iteration cap for iterative backward solves (operators).
+        ``None`` gives ``max(1e3 * eps, 1e-12)`` of the dtype.
+    """
+
+    degen_atol: float | None = None
+    degen_rtol: float | None = None
+    gauge: str = "warn"
+    check_rtol: float | None = None
+    n_guard: int = 1
+    linsolve_rtol: float | None = None
+    linsolve_maxiter: int | None = None
+    linsolve_preconditioner: object | None = None
+
+    def __post_init__(self):
+        if self.gauge not in _GAUGE_POLICIES:
+            raise ValueError(
+                f"BackwardOptions(gauge={self.gauge!r}) is not a policy; pass one of "
+                f"{', '.join(repr(p) for p in _GAUGE_POLICIES)}."
+            )
+        for name in ("degen_atol", "degen_rtol", "check_rtol", "linsolve_rtol"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+                raise ValueError(
+                    f"BackwardOptions({name}={v!r}) must be a finite non-negative float or None "
+                    "(None derives it from the dtype)."
+                )
+        if not isinstance(self.n_guard, int) or self.n_guard < 0:
+            raise ValueError(f"BackwardOptions(n_guard={self.n_guard!r}) must be an int >= 0.")
+        if self.linsolve_maxiter is not None and (
+            not isinstance(self.linsolve_maxiter, int) or self.linsolve_maxiter < 1
+        ):
+            raise ValueError(
+                f"BackwardOptions(linsolve_maxiter={self.linsolve_maxiter!r}) must be a positive int or None."
+            )
+
+    # Resolved tolerances -------------------------------------------------
+    def resolved_degen(self, dtype: torch.dtype, scale: float) -> tuple[float, float]:
+        """``(atol, rtol)`` for clustering at spectral magnitude ``scale``."""
+        eps = torch.finfo(dtype).eps
+        rtol = math.sqrt(eps) if self.degen_rtol is None else float(self.degen_rtol)
+        atol = math.sqrt(eps) * float(scale) if self.degen_atol is None else float(self.degen_atol)
+        return atol, rtol
+
+    def resolved_check_rtol(self, dtype: torch.dtype) -> float:
+        eps = torch.finfo(dtype).eps
+        return eps**0.25 if self.check_rtol is None else float(self.check_rtol)
+
+    def resolved_linsolve_rtol(self, dtype: torch.dtype) -> float:
+        eps = torch.finfo(dtype).eps
+        return max(1e3 * eps, 1e-12) if self.linsolve_rtol is None else float(self.linsolve_rtol)

@@ -1,0 +1,81 @@
+"""Input checks shared by the public functions. Errors say what was received and what to pass."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_dense_matrix(name: str, M, *, allow_batch: bool = True) -> None:
+    """Type, dtype, rank and squareness of a dense matrix argument (no value checks)."""
+    if not torch.is_tensor(M):
+        raise TypeError(
+            f"{name} must be a torch.Tensor (dense or sparse) or an eigrad.LinearOperator; "
+            f"received {type(M).__name__}. Convert arrays with torch.as_tensor({name}, dtype=torch.float64)."
+        )
+    if M.is_complex():
+        raise TypeError(
+            f"{name} has complex dtype {M.dtype}; eigrad supports real symmetric problems only for now. "
+            f"Pass a real tensor (float32 or float64)."
+        )
+    if not M.is_floating_point():
+        raise TypeError(
+            f"{name} has dtype {M.dtype}; pass a floating-point tensor, e.g. {name}.to(torch.float64)."
+        )
+    if M.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} has dtype {M.dtype}; eigrad supports float32 and float64. Use {name}.double().")
+    if M.dim() < 2:
+        raise ValueError(
+            f"{name} must be a matrix of shape (..., n, n); received a tensor of shape {tuple(M.shape)}."
+        )
+    if M.shape[-1] != M.shape[-2]:
+        raise ValueError(f"{name} must be square (..., n, n); received shape {tuple(M.shape)}.")
+    if M.shape[-1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(M.shape)}); pass a matrix with n >= 1.")
+
+
+def check_pair(A, B) -> None:
+    """``B`` matches ``A`` in size, batch shape, dtype and device."""
+    if B.shape[-1] != A.shape[-1]:
+        raise ValueError(
+            f"B has shape {tuple(B.shape)} but A has shape {tuple(A.shape)}; B must be (..., n, n) "
+            f"with the same n = {A.shape[-1]} as A."
+        )
+    try:
+        torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"the batch shapes of A {tuple(A.shape[:-2])} and B {tuple(B.shape[:-2])} do not broadcast; "
+            "pass B with the batch shape of A, or a single (n, n) B for the whole batch."
+        ) from None
+    if B.dtype != A.dtype:
+        raise TypeError(f"A has dtype {A.dtype} but B has dtype {B.dtype}; convert one, e.g. B.to(A.dtype).")
+    if B.device != A.device:
+        raise ValueError(f"A is on {A.device} but B is on {B.device}; move them to one device, e.g. B.to(A.device).")
+
+
+def check_k(k, n: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        if torch.is_tensor(k) and k.dim() == 0 and not k.is_floating_point():
+            k = int(k)
+        else:
+            raise TypeError(f"k must be an int, received {type(k).__name__} {k!r}.")
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} is out of range for a matrix of size n={n}; pass 1 <= k <= {n}.")
+    return k
+
+
+def check_values(name: str, M: torch.Tensor) -> None:
+    """Finite and symmetric to a dtype-scaled tolerance (called on plain tensors)."""
+    if not bool(torch.isfinite(M).all()):
+        raise ValueError(f"{name} contains NaN or inf; pass a finite matrix.")
+    n = M.shape[-1]
+    eps = torch.finfo(M.dtype).eps
+    scale = M.abs().amax()
+    asym = (M - M.transpose(-1, -2)).abs().amax()
+    tol = 16 * n * eps * scale
+    if bool(asym > tol):
+        raise ValueError(
+            f"{name} is not symmetric: max |{name} - {name}ᵀ| = {float(asym):.3e} exceeds the tolerance "
+            f"{float(tol):.3e} (16·n·eps·max|{name}|). eigrad solves real symmetric problems; pass "
+            f"({name} + {name}.mT) / 2 if the asymmetry is rounding."
+        )

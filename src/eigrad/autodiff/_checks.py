@@ -1,0 +1,148 @@
+"""The existence checks of MATH.md ("When the derivative exists"), always on.
+
+Per degenerate cluster ``g`` (and per cluster cut by ``k``), in reverse mode:
+
+1. basis invariance: ``skew(X_gᵀ X̄_g) = 0``, measured as
+   ``‖skew(X_gᵀ X̄_g)‖_F / (‖X_g‖_F ‖X̄_g‖_F)``;
+2. uniform eigenvalue cotangent: ``max_g Λ̄ - min_g Λ̄`` relative to
+   ``max |Λ̄|`` over all eigenvalues.
+
+A violation above ``check_rtol`` is reported under the gauge policy. O(K²).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch._C import _functorch
+
+from .._errors import GaugeError, GaugeWarning
+
+
+def concrete(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The plain values behind functorch wrappers (vmap levels become leading dims)."""
+    if t is None:
+        return None
+    while _functorch.is_functorch_wrapped_tensor(t):
+        if _functorch.is_batchedtensor(t):
+            bdim = _functorch.maybe_get_bdim(t)
+            t = _functorch.get_unwrapped(t).movedim(bdim, 0)
+        else:
+            t = _functorch.get_unwrapped(t)
+    return t.detach()
+
+
+def _per_cluster_sum(vals: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum ``vals`` (*, K) over each cluster id (*, K) -> (*, K) indexed by cluster id."""
+    out = torch.zeros(torch.broadcast_shapes(vals.shape, labels.shape), dtype=vals.dtype, device=vals.device)
+    return out.scatter_add_(-1, labels.expand_as(out), vals.expand_as(out))
+
+
+def _per_cluster_reduce(vals, labels, reduce):
+    shape = torch.broadcast_shapes(vals.shape, labels.shape)
+    init = torch.full(shape, float("-inf") if reduce == "amax" else float("inf"), dtype=vals.dtype, device=vals.device)
+    return init.scatter_reduce_(-1, labels.expand(shape), vals.expand(shape), reduce=reduce, include_self=True)
+
+
+def existence_violations(X, labels, Lbar, Xbar):
+    """Per-cluster violations ``(v1, v2, size)``, each (*, K) indexed by cluster id."""
+    ones = torch.ones(labels.shape, dtype=X.dtype, device=X.device)
+    size = _per_cluster_sum(ones, labels)
+    v1 = torch.zeros_like(size)
+    v2 = torch.zeros_like(size)
+    if Xbar is not None:
+        D = (labels.unsqueeze(-1) == labels.unsqueeze(-2)).to(X.dtype)
+        S = X.transpose(-1, -2) @ Xbar  # (*, K, K)
+        skew = 0.5 * (S - S.transpose(-1, -2)) * D
+        num = _per_cluster_sum((skew**2).sum(-1), labels)
+        xn = _per_cluster_sum((X**2).sum(-2), labels)
+        xbn = _per_cluster_sum((Xbar**2).sum(-2), labels)
+        den = torch.sqrt(xn * xbn)
+        v1 = torch.where(den > 0, torch.sqrt(num) / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+    if Lbar is not None:
+        hi = _per_cluster_reduce(Lbar, labels, "amax")
+        lo = _per_cluster_reduce(Lbar, labels, "amin")
+        spread = torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, torch.zeros_like(hi))
+        scale = Lbar.abs().amax(dim=-1, keepdim=True)
+        v2 = torch.where(scale > 0, spread / torch.where(scale > 0, scale, torch.ones_like(scale)), torch.zeros_like(spread))
+    return v1, v2, size
+
+
+def _fmt_vals(vals):
+    return ", ".join(f"{v:.8g}" for v in vals)
+
+
+def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_rtol, what="gradient"):
+    """Report clusters at which the requested derivative does not exist.
+
+    ``L`` (*b, K), ``X`` (*b, n, K), ``labels`` and ``cut`` (*b, K) for the
+    ``K = k + m`` eigenpairs (``k`` returned, then ``m`` guards beyond the
+    boundary); cotangents padded with zeros on the guards.
+    """
+    if gauge == "ignore":
+        return
+    Lbar, Xbar = concrete(Lbar), concrete(Xbar)
+    v1, v2, size = existence_violations(X, labels, Lbar, Xbar)
+    batch_shape = v1.shape[:-1]
+    labels_b = labels.expand(*batch_shape, labels.shape[-1])
+    cut_b = cut.expand(*batch_shape, cut.shape[-1])
+    L_b = L.expand(*batch_shape, L.shape[-1])
+    has_cut = _per_cluster_sum(cut_b.to(v1.dtype), labels_b) > 0
+    bad = ((v1 > check_rtol) | (v2 > check_rtol)) & ((size > 1) | has_cut)
+    if not bool(bad.any()):
+        return
+    idx = bad.nonzero().tolist()
+    messages = []
+    for row in idx[:3]:
+        *b, c = row
+        b = tuple(b)
+        members = (labels_b[b] == c).nonzero().flatten().tolist()
+        shown = [i for i in members if i < k]
+        guards = [i for i in members if i >= k]
+        where = f" in batch element {b}" if b else ""
+        vals = _fmt_vals(L_b[b][members].tolist())
+        parts = []
+        if guards:
+            q = len(guards)
+            if largest:
+                k_low, k_high = k - len(shown), k + q
+            else:
+                k_low, k_high = min(shown), k + q
+            alt = f"k={k_high}" if k_low <= 0 else f"k={k_low} or k={k_high}"
+            parts.append(
+                f"k={k} cuts a degenerate cluster: returned eigenvalue(s) at positions {shown} are "
+                f"degenerate with {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}){where}, "
+                f"so the k-dimensional eigenspace is not unique and its derivative does not exist. "
+                f"Pass {alt} to keep the cluster whole."
+            )
+        else:
+            parts.append(f"Degenerate cluster at positions {shown} (λ = {vals}){where}:")
+        if float(v1[b][c]) > check_rtol:
+            parts.append(
+                f"condition 1 (basis invariance) fails: the loss depends on the basis chosen inside the "
+                f"eigenspace; ‖skew(X_gᵀ X̄_g)‖ is {float(v1[b][c]):.2e} of the cotangent's size "
+                f"(tolerance {check_rtol:.1e})."
+            )
+        if float(v2[b][c]) > check_rtol:
+            parts.append(
+                f"condition 2 (uniform eigenvalue cotangent) fails: the loss weighs the cluster's "
+                f"eigenvalues unequally (their cotangents spread by {float(v2[b][c]):.2e} of the largest; "
+                f"tolerance {check_rtol:.1e}); the eigenvalues of a repeated eigenvalue are not "
+                f"individually differentiable (e.g. the smallest of a degenerate pair)."
+            )
+        messages.append(" ".join(parts))
+    more = f" ({len(idx) - 3} more cluster(s) not shown.)" if len(idx) > 3 else ""
+    msg = (
+        f"eigrad: the {what} does not exist at a degenerate eigenvalue. "
+        + " ".join(messages)
+        + more
+        + " The returned value is the derivative of the loss averaged over the bases of each cluster's "
+        "eigenspace, not of your loss. Use a loss that depends on a cluster only through the sum of its "
+        "eigenvalues or its projector X_g X_gᵀ; for a spectral function X f(Λ) Xᵀ use eigrad.funm or "
+        "eigrad.projector, which differentiate it exactly. BackwardOptions(gauge='raise') makes this an "
+        "error, gauge='ignore' silences it."
+    )
+    if gauge == "raise":
+        raise GaugeError(msg)
+    warnings.warn(msg, GaugeWarning, stacklevel=3)

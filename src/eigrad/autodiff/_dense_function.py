@@ -1,0 +1,114 @@
+"""The autograd Function for dense (batched) ``A`` and ``B``.
+
+ctx-free ``forward``, ``setup_context``, ``backward`` (MATH.md reverse mode),
+``jvp`` (MATH.md forward mode) and a ``vmap`` rule, so that
+``torch.autograd`` and the whole ``torch.func`` family work.
+
+Outputs: ``L (*b,k)``, ``X (*b,n,k)`` and, non-differentiable, what the
+derivatives need: ``LE (*b,K)``, ``XE (*b,n,K)`` (wanted then guards),
+``labels``, ``cut`` (*b,K), ``BXE`` (*b,n,K), ``atol`` (*b,) and the
+solver's handle tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._validation import check_values
+from ._checks import check_existence
+from ._clusters import cluster_mask
+from ._forward import solve_with_guards
+from ._formulas import jvp_terms, sym, vjp_terms
+from ._solve_fn import ShiftedSolve, first_order_only
+
+N_AUX = 6  # LE, XE, labels, cut, BXE, atol
+
+
+def _pad(t, m, dim):
+    if t is None or m == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = m
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+class DenseEig(torch.autograd.Function):
+    @staticmethod
+    def forward(A, B, k, largest, solver, opts):
+        with torch.no_grad():
+            check_values("A", A)
+            A = sym(A)
+            if B is not None:
+                check_values("B", B)
+                B = sym(B)
+                A, B = torch.broadcast_tensors(A, B)
+            n = A.shape[-1]
+            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(solver, A, B, k, n, largest, opts)
+            BXE = XE if B is None else B @ XE
+        return (sol.eigenvalues, sol.eigenvectors, LE, XE, labels, cut, BXE, atol, *sol.handle.tensors)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A, B, k, largest, solver, opts = inputs
+        aux = output[2:]
+        ctx.mark_non_differentiable(*aux)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*aux)
+        ctx.save_for_forward(*aux)
+        ctx.k, ctx.largest, ctx.opts = k, largest, opts
+        ctx.factory = solver.handle_factory
+        ctx.has_B = B is not None
+        ctx.B_requires_grad = B is not None and B.requires_grad
+
+    @staticmethod
+    def _solve(ctx, LE, XE, D, atol, handle):
+        rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
+
+        def solve(R, shifts):
+            return ShiftedSolve.apply(R, shifts, XE, D, atol, ctx.factory, rtol, *handle)
+
+        return solve
+
+    @staticmethod
+    def backward(ctx, gL, gX, *_):
+        LE, XE, labels, cut, BXE, atol, *handle = ctx.saved_tensors
+        if gL is None and gX is None:
+            return None, None, None, None, None, None
+        k = ctx.k
+        m = LE.shape[-1] - k
+        Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
+        check_existence(
+            L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
+            gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
+        )
+        D = cluster_mask(labels)
+        solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
+        LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B)
+        gA = sym(LA @ XE.transpose(-1, -2))  # Ā = sym(L_A Xᵀ)
+        gB = sym(LB @ XE.transpose(-1, -2)) if ctx.has_B else None  # B̄ = sym(L_B Xᵀ)
+        return first_order_only(gA), first_order_only(gB), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dA, dB, *_):
+        LE, XE, labels, cut, BXE, atol, *handle = ctx.saved_tensors
+        k = ctx.k
+        if dA is None and dB is None:
+            return (None,) * (2 + N_AUX + len(handle))
+        D = cluster_mask(labels)
+        solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
+        AdX = sym(dA) @ XE if dA is not None else torch.zeros_like(XE)
+        BdX = sym(dB) @ XE if dB is not None else None
+        Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve)
+        return (first_order_only(Ld[..., :k]), first_order_only(Xd[..., :, :k])) + (None,) * (N_AUX + len(handle))
+
+    @staticmethod
+    def vmap(info, in_dims, A, B, k, largest, solver, opts):
+        V = info.batch_size
+
+        def front(t, d):
+            if t is None:
+                return None
+            return t.unsqueeze(0).expand(V, *t.shape) if d is None else t.movedim(d, 0)
+
+        out = DenseEig.apply(front(A, in_dims[0]), front(B, in_dims[1]), k, largest, solver, opts)
+        return out, (0,) * len(out)

@@ -1,0 +1,63 @@
+"""Reverse- and forward-mode formulas of MATH.md, written once for every operator.
+
+Shapes: ``L`` (*b, K) eigenvalues, ``X`` (*b, n, K) B-orthonormal eigenvectors,
+``BX = B X`` (``X`` when ``B = I``), ``D`` (*b, K, K) the cluster mask.
+``solve(R, shifts)`` returns the projected shifted solutions ``G_j r_j``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Solve = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _mT(t):
+    return t.transpose(-1, -2)
+
+
+def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool):
+    """Reverse mode (MATH.md, "Reverse mode (VJP)"). Returns ``(L_A, L_B)``, each (*b, n, K).
+
+    ``L_B`` is ``None`` when ``need_B`` is false. Then ``Ā = sym(L_A Xᵀ)`` and
+    ``B̄ = sym(L_B Xᵀ)`` (or one VJP of the operator's product).
+    """
+    Dm = D.to(X.dtype)
+    LA = torch.zeros_like(X) if Lbar is None else X * Lbar.unsqueeze(-2)  # X Λ̄
+    LB = None
+    if need_B:
+        LB = torch.zeros_like(X) if Lbar is None else -X * (L * Lbar).unsqueeze(-2)  # -X Λ Λ̄
+    if Xbar is not None:
+        DXtXbar = Dm * (_mT(X) @ Xbar)  # D ∘ (Xᵀ X̄)
+        Rbar = Xbar - BX @ DXtXbar  # R̄ = X̄ - B X [D ∘ (Xᵀ X̄)]
+        Ybar = solve(Rbar, L)  # ȳ_j = G_j r̄_j
+        Vbar = Ybar - X @ (Dm * (_mT(BX) @ Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
+        LA = LA - Vbar  # L_A = X Λ̄ - V̄
+        if need_B:
+            LB = LB - 0.5 * (X @ DXtXbar) + Vbar * L.unsqueeze(-2)  # L_B = ... - ½ X [D∘(XᵀX̄)] + V̄ Λ
+    return LA, LB
+
+
+def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve):
+    """Forward mode (MATH.md, "Forward mode (JVP)"). Returns ``(Λ', X')``.
+
+    ``AdX = A' X`` (*b, n, K) and ``BdX = B' X`` or ``None``.
+    """
+    Dm = D.to(X.dtype)
+    Vd = AdX if BdX is None else AdX - BdX * L.unsqueeze(-2)  # V' = A' X - B' X Λ
+    XtVd = _mT(X) @ Vd
+    Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)  # Λ' = diag(Xᵀ V')
+    Rd = Vd - BX @ (Dm * XtVd)  # R' = V' - B X [D ∘ (Xᵀ V')]
+    Yd = solve(Rd, L)  # y'_j = G_j r'_j
+    Yd = Yd - X @ (Dm * (_mT(BX) @ Yd))  # B-projected against each cluster
+    Xd = -Yd  # X' = -½ X [D ∘ (Xᵀ B' X)] - Y'
+    if BdX is not None:
+        Xd = Xd - 0.5 * (X @ (Dm * (_mT(X) @ BdX)))
+    return Ld, Xd
+
+
+def sym(G: torch.Tensor) -> torch.Tensor:
+    """``sym(G) = (G + Gᵀ)/2``."""
+    return 0.5 * (G + _mT(G))

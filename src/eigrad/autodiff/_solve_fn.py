@@ -1,0 +1,94 @@
+"""The projected shifted solve as an autograd Function with a vmap rule.
+
+Backward and JVP of the eigen-Functions call the solvers of ``eigrad.linsolve``
+through this Function, so that ``torch.func.vmap`` (and hence ``jacrev`` and
+``jacfwd``) can batch cotangents and tangents through numerical code that is
+not written in torch ops (LAPACK tridiagonal solves): a vmapped right-hand side
+simply becomes more columns, with their shifts repeated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_SECOND_ORDER = (
+    "eigrad does not yet differentiate its own backward (second derivatives: create_graph=True, "
+    "torch.func.hessian, jacfwd(jacrev(...))). Compute first derivatives only, or differentiate "
+    "eigenvalue-only losses with torch.linalg.eigvalsh where the spectrum is simple."
+)
+
+
+class ShiftedSolve(torch.autograd.Function):
+    """``Y = solve(R, shifts)`` projected against each column's cluster (see eigrad.linsolve)."""
+
+    @staticmethod
+    def forward(R, shifts, X, M, atol, factory, rtol, *handle):
+        return factory(handle, atol, rtol)(R, shifts, X, M)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, gY):
+        raise RuntimeError(_SECOND_ORDER)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_SECOND_ORDER)
+
+    @staticmethod
+    def vmap(info, in_dims, R, shifts, X, M, atol, factory, rtol, *handle):
+        R_dim = in_dims[0]
+        tensor_dims = [in_dims[1], in_dims[2], in_dims[3], in_dims[4], *in_dims[7:]]
+        V = info.batch_size
+        if R_dim is not None and all(d is None for d in tensor_dims):
+            # only the right-hand sides are batched: fold the vmapped dim into columns
+            Rm = R.movedim(R_dim, -1)  # (*b, n, c, V)
+            c = Rm.shape[-2]
+            Rf = Rm.reshape(*Rm.shape[:-2], c * V)
+            sf = shifts.repeat_interleave(V, dim=-1)
+            Mf = M.repeat_interleave(V, dim=-1)
+            Y = ShiftedSolve.apply(Rf, sf, X, Mf, atol, factory, rtol, *handle)
+            Y = Y.reshape(*Y.shape[:-1], c, V)
+            return Y, Y.dim() - 1
+
+        def front(t, d):
+            return t.unsqueeze(0).expand(V, *t.shape) if d is None else t.movedim(d, 0)
+
+        args = [front(R, R_dim), front(shifts, in_dims[1]), front(X, in_dims[2]), front(M, in_dims[3]),
+                front(atol, in_dims[4])]
+        hs = [front(h, d) for h, d in zip(handle, in_dims[7:])]
+        Y = ShiftedSolve.apply(*args[:4], args[4], factory, rtol, *hs)
+        return Y, 0
+
+
+class FirstOrderOnly(torch.autograd.Function):
+    """Identity on a derivative eigrad computed; differentiating it again raises.
+
+    Marks the outputs of the eigen-Functions' backward and JVP so that a
+    second derivative fails loudly instead of silently treating saved
+    eigenvectors as constants.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError(_SECOND_ORDER)
+
+    @staticmethod
+    def jvp(ctx, t):
+        raise RuntimeError(_SECOND_ORDER)
+
+
+def first_order_only(t):
+    return None if t is None else FirstOrderOnly.apply(t)

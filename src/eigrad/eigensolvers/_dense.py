@@ -1,0 +1,153 @@
+"""Dense forward eigensolvers: full (``torch.linalg.eigh``) and subset (LAPACK).
+
+Both take dense ``A`` (and ``B``) tensors ``(*batch, n, n)`` and return an
+:class:`~eigrad.eigensolvers._base.EigSolution` with a handle the backward
+reuses: the whole eigenbasis (full) or the tridiagonal reduction (subset), so
+the backward never recomputes a decomposition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.linalg
+import scipy.linalg.lapack as lapack
+import torch
+
+from ..linsolve import apply_Q, eigenbasis_factory, tridiagonal_factory
+from ._base import EigSolution, SolveHandle
+from ._reduce import back_transform, cholesky_of_B, reduce_to_standard
+
+
+def _index_range(n: int, k: int, g: int, largest: bool) -> tuple[int, int, int]:
+    """Ascending index range ``[lo, hi)`` holding the k wanted and ``g`` guards, and ``g`` clipped."""
+    g = max(0, min(g, n - k))
+    if largest:
+        return n - k - g, n, g
+    return 0, k + g, g
+
+
+def _split(vals, vecs, k, g, largest):
+    """Split ascending ``vals``/``vecs`` over ``[lo, hi)`` into wanted and guards."""
+    if largest:
+        return vals[..., g:], vecs[..., g:], vals[..., :g], vecs[..., :g]
+    return vals[..., :k], vecs[..., :k], vals[..., k:], vecs[..., k:]
+
+
+def _residuals(A, B, X, L):
+    AX = A @ X
+    BX = X if B is None else B @ X
+    return torch.linalg.vector_norm(AX - BX * L.unsqueeze(-2), dim=-2)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseEigh:
+    """Full dense decomposition with ``torch.linalg.eigh`` (any device, batched).
+
+    The generalized problem is reduced with the Cholesky factor of ``B``.
+    The backward reuses the whole eigenbasis (MATH.md, "Full decomposition").
+    """
+
+    handle_factory = staticmethod(eigenbasis_factory)
+
+    def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
+        n = A.shape[-1]
+        if B is None:
+            evals, evecs = torch.linalg.eigh(A)
+        else:
+            Lc = cholesky_of_B(B)
+            evals, W = torch.linalg.eigh(reduce_to_standard(A, Lc))
+            evecs = back_transform(Lc, W)
+        lo, hi, g = _index_range(n, k, n_guard, largest)
+        L, X, Lg, Xg = _split(evals[..., lo:hi], evecs[..., lo:hi], k, g, largest)
+        scale = evals.abs().amax(dim=-1)
+        return EigSolution(
+            eigenvalues=L,
+            eigenvectors=X,
+            residual_norms=_residuals(A, B, X, L),
+            n_iter=1,
+            status="converged",
+            guard_eigenvalues=Lg,
+            guard_eigenvectors=Xg,
+            handle=SolveHandle((evals, evecs), eigenbasis_factory),
+            n_matvec=0,
+            scale=scale,
+        )
+
+
+def _sytrd(C: np.ndarray):
+    real = C.dtype
+    sytrd = lapack.dsytrd if real == np.float64 else lapack.ssytrd
+    lwork_fn = lapack.dsytrd_lwork if real == np.float64 else lapack.ssytrd_lwork
+    n = C.shape[0]
+    lwork, info = lwork_fn(n, lower=1)
+    c, d, e, tau, info = sytrd(C, lower=1, lwork=max(int(lwork), 1))
+    if info != 0:
+        raise RuntimeError(f"LAPACK sytrd failed with info={info}")
+    return c, d, e, tau
+
+
+@dataclasses.dataclass(frozen=True)
+class LapackSubset:
+    """Partial dense decomposition on the CPU with LAPACK's subset route.
+
+    ``C = Q T Qᵀ`` (``sytrd``), the selected eigenpairs of ``T`` by MRRR
+    (``stemr`` through ``scipy.linalg.eigh_tridiagonal``), ``X = Q Z`` with
+    ``ormqr``: the work of ``syevr`` without forming the other eigenvectors.
+    The reduction (``d``, ``e``, reflectors, ``tau``) is kept for the backward,
+    whose shifted solves then cost O(n) per system plus two applications of
+    ``Q`` (:class:`eigrad.linsolve.TridiagonalSolve`).
+    """
+
+    handle_factory = staticmethod(tridiagonal_factory)
+
+    def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
+        if A.device.type != "cpu":
+            raise ValueError(
+                f"solver='lapack' runs on the CPU; received A on {A.device}. "
+                "Pass solver='dense' (torch.linalg.eigh) for GPU tensors."
+            )
+        n = A.shape[-1]
+        batch = A.shape[:-2]
+        Lc = cholesky_of_B(B) if B is not None else None
+        C = reduce_to_standard(A, Lc) if Lc is not None else A
+        lo, hi, g = _index_range(n, k, n_guard, largest)
+        Cn = C.detach().reshape(-1, n, n).cpu().numpy()
+        ds, es, refls, taus, vals_l, Zs, scales = [], [], [], [], [], [], []
+        for C1 in Cn:
+            if n == 1:
+                c, d, e, tau = C1.copy(), C1[0].copy(), np.zeros(0, C1.dtype), np.zeros(0, C1.dtype)
+            else:
+                c, d, e, tau = _sytrd(C1)
+            if n == 1:
+                vals, Z = d.copy(), np.ones((1, 1), C1.dtype)
+            else:
+                vals, Z = scipy.linalg.eigh_tridiagonal(d, e, select="i", select_range=(lo, hi - 1))
+            ds.append(d); es.append(e); refls.append(c); taus.append(tau)
+            vals_l.append(vals); Zs.append(Z)
+            gersh = np.abs(d).copy()
+            if n > 1:
+                gersh[:-1] += np.abs(e)
+                gersh[1:] += np.abs(e)
+            scales.append(gersh.max())
+        as_t = lambda arrs, *shape: torch.from_numpy(np.stack(arrs)).reshape(*batch, *shape)  # noqa: E731
+        d_t, e_t = as_t(ds, n), as_t(es, n - 1)
+        refl_t, tau_t = as_t(refls, n, n), as_t(taus, max(n - 1, 0))
+        vals_t, Z_t = as_t(vals_l, hi - lo), as_t(Zs, n, hi - lo)
+        W = apply_Q(refl_t, tau_t, Z_t) if n > 1 else Z_t
+        vecs = back_transform(Lc, W) if Lc is not None else W
+        L, X, Lg, Xg = _split(vals_t, vecs, k, g, largest)
+        Lc_t = Lc if Lc is not None else torch.empty(*batch, 0, 0, dtype=A.dtype)
+        return EigSolution(
+            eigenvalues=L,
+            eigenvectors=X,
+            residual_norms=_residuals(A, B, X, L),
+            n_iter=1,
+            status="converged",
+            guard_eigenvalues=Lg,
+            guard_eigenvectors=Xg,
+            handle=SolveHandle((d_t, e_t, refl_t, tau_t, Lc_t), tridiagonal_factory),
+            n_matvec=0,
+            scale=torch.tensor(scales, dtype=A.dtype).reshape(batch),
+        )
