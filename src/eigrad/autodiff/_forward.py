@@ -44,5 +44,7 @@ def solve_with_guards(solver, A, B, k: int, n: int, largest: bool, opts: Backwar
             g = min(max(2 * g, 1), n - k)  # the cluster runs past the last guard: ask for more
             continue
         cut = in_cut & touches_guard.unsqueeze(-1)
-        XE = torch.cat([sol.eigenvectors, Xg], dim=-1) if m else sol.eigenvectors
+        # never alias the returned eigenvectors: XE is a non-differentiable output of the
+        # autograd Functions, and marking an alias of X non-differentiable detaches X itself (k = n)
+        XE = torch.cat([sol.eigenvectors, Xg], dim=-1) if m else sol.eigenvectors.clone()
         return sol, LE, XE, labels, cut, atol, rtol
