@@ -49,6 +49,15 @@ class BackwardOptions:
     linsolve_rtol, linsolve_maxiter : float or None, int or None
         Tolerance and iteration cap for iterative backward solves (operators).
         ``None`` gives ``max(1e3 * eps, 1e-12)`` of the dtype.
+    broadening : float or None
+        Lorentzian broadening ``ε`` (in eigenvalue units) of the eigenvalue
+        differences in the backward: ``1/(λ_i - λ_j)`` becomes
+        ``(λ_i - λ_j)/((λ_i - λ_j)² + ε²)``. Opt-in and approximate: each term
+        is off by the factor ``ε²/((λ_i - λ_j)² + ε²)`` (relative error about
+        ``ε²/gap²`` for well-separated eigenvalues) and stays bounded by
+        ``1/(2ε)`` near crossings. Applied by the full-eigenbasis backward
+        (``eigh``, ``eigsh(solver="dense")``, ``funm``); solvers that cannot
+        apply it raise. ``None`` (default): exact derivatives.
     """
 
     degen_atol: float | None = None
@@ -59,12 +68,23 @@ class BackwardOptions:
     linsolve_rtol: float | None = None
     linsolve_maxiter: int | None = None
     linsolve_preconditioner: object | None = None
+    broadening: float | None = None
 
     def __post_init__(self):
         if self.gauge not in _GAUGE_POLICIES:
             raise ValueError(
                 f"BackwardOptions(gauge={self.gauge!r}) is not a policy; pass one of "
                 f"{', '.join(repr(p) for p in _GAUGE_POLICIES)}."
+            )
+        if self.broadening is not None and (
+            isinstance(self.broadening, bool)
+            or not isinstance(self.broadening, (int, float))
+            or not math.isfinite(self.broadening)
+            or self.broadening <= 0
+        ):
+            raise ValueError(
+                f"BackwardOptions(broadening={self.broadening!r}) must be a finite positive float "
+                "(the Lorentzian width ε, in eigenvalue units) or None for exact derivatives."
             )
         for name in ("degen_atol", "degen_rtol", "check_rtol", "linsolve_rtol"):
             v = getattr(self, name)

@@ -12,6 +12,8 @@ solver's handle tensors.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .._validation import check_values
@@ -22,6 +24,15 @@ from ._formulas import jvp_terms, sym, vjp_terms
 from ._solve_fn import ShiftedSolve, first_order_only
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
+
+
+def check_broadening(solver, opts):
+    """``BackwardOptions(broadening=...)`` needs a backward solver that can apply it."""
+    if opts.broadening is not None and not getattr(solver.handle_factory, "supports_broadening", False):
+        raise ValueError(
+            f"BackwardOptions(broadening={opts.broadening!r}) needs the whole eigenbasis in the backward; "
+            f"solver {type(solver).__name__} cannot apply it. Pass solver='dense' or broadening=None."
+        )
 
 
 def _pad(t, m, dim):
@@ -35,6 +46,7 @@ def _pad(t, m, dim):
 class DenseEig(torch.autograd.Function):
     @staticmethod
     def forward(A, B, k, largest, solver, opts):
+        check_broadening(solver, opts)
         with torch.no_grad():
             check_values("A", A)
             A = sym(A)
@@ -63,9 +75,12 @@ class DenseEig(torch.autograd.Function):
     @staticmethod
     def _solve(ctx, LE, XE, D, atol, handle):
         rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
+        factory = ctx.factory
+        if ctx.opts.broadening is not None:  # Lorentzian broadening (BackwardOptions), applied by the factory
+            factory = functools.partial(factory, broadening=ctx.opts.broadening)
 
         def solve(R, shifts):
-            return ShiftedSolve.apply(R, shifts, XE, D, atol, ctx.factory, rtol, *handle)
+            return ShiftedSolve.apply(R, shifts, XE, D, atol, factory, rtol, *handle)
 
         return solve
 

@@ -88,6 +88,12 @@ def _solve_one(d, e, s, b, Zg, scale, n_refine=3):
     return z
 
 
+BROADENING_UNSUPPORTED = (
+    "BackwardOptions(broadening=...) needs the whole eigenbasis in the backward; {name} solves the "
+    "shifted systems directly and cannot apply it. Pass solver='dense' (eigrad.eigsh) or broadening=None."
+)
+
+
 class TridiagonalSolve:
     """Shifted solver on the kept tridiagonal reduction.
 
@@ -126,5 +132,7 @@ class TridiagonalSolve:
         return Y
 
 
-def tridiagonal_factory(tensors, atol, rtol):
+def tridiagonal_factory(tensors, atol, rtol, broadening=None):
+    if broadening is not None:
+        raise ValueError(BROADENING_UNSUPPORTED.format(name="the tridiagonal (solver='lapack') backward"))
     return TridiagonalSolve(tensors, atol, rtol)
