@@ -9,5 +9,11 @@ from ._errors import GaugeError as GaugeError
 from ._errors import GaugeWarning as GaugeWarning
 from ._options import BackwardOptions as BackwardOptions
 from .operators import LinearOperator as LinearOperator
+from .spectral import expm as expm
+from .spectral import funm as funm
+from .spectral import logm as logm
+from .spectral import powm as powm
+from .spectral import projector as projector
+from .spectral import sqrtm as sqrtm
 
 __version__ = "0.1.0"

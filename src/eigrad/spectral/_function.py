@@ -1,0 +1,175 @@
+"""The autograd Function of ``F = X f(Λ) Xᵀ`` (Daleckii–Krein), full or partial.
+
+``A X = B X Λ``, ``Xᵀ B X = I`` over the ``k`` computed eigenpairs ``S`` (all
+of them when ``k = n``). With ``P = Xᵀ A' X``, ``Q = Xᵀ B' X`` (k, k),
+``F1_ij = f[λ_i, λ_j]`` and ``F2_ij = g[λ_i, λ_j]`` for ``g(λ) = λ f(λ)``
+(divided differences, ``eigrad.spectral._divided``), the derivative is
+(docs/spectral.md, "Derivation"):
+
+    F' = X [F1 ∘ P - F2 ∘ Q] Xᵀ - (X f(Λ) Y'ᵀ + Y' f(Λ) Xᵀ),
+    y'_i = G_i (A' - λ_i B') x_i                                  (partial only)
+
+with ``G_i`` the solution operator of ``(A - λ_i B) y = r`` on the
+complement of ``S`` (right-hand side with ``Xᵀ r = 0``, answer with
+``Xᵀ B y = 0``: MATH.md's ``G_j`` with the whole computed block in place of
+the cluster). Reverse mode, with ``W = sym(F̄)``:
+
+    Ā = sym(X [F1 ∘ (Xᵀ W X)] Xᵀ) - sym(Z Xᵀ)
+    B̄ = -sym(X [F2 ∘ (Xᵀ W X)] Xᵀ) + sym(Z Λ Xᵀ),   z_i = 2 f(λ_i) G_i W x_i.
+
+Nothing inside ``S`` is masked: the divided differences are bounded at
+coincident eigenvalues, so clusters inside ``S`` are exact. Only a cluster
+cut by ``k`` (the value itself is then not unique) is reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+
+from .._errors import GaugeError, GaugeWarning
+from .._validation import check_values
+from ..autodiff._dense_function import check_broadening
+from ..autodiff._forward import solve_with_guards
+from ..autodiff._formulas import sym
+from ..autodiff._solve_fn import ShiftedSolve, first_order_only
+
+N_AUX = 7  # L, X, BX, atol, fL, F1, F2
+
+
+def _mT(t):
+    return t.transpose(-1, -2)
+
+
+def _report_cut(LE, labels, cut, k, largest, gauge):
+    """A cluster cut by ``k``: ``X_k f(Λ_k) X_kᵀ`` is not unique (value and derivative)."""
+    if gauge == "ignore" or not bool(cut.any()):
+        return
+    row = cut.nonzero()[0].tolist()
+    b = tuple(row[:-1])
+    members = cut[b].nonzero().flatten().tolist()
+    shown = [i for i in members if i < k]
+    q = len(members) - len(shown)
+    k_low = k - len(shown) if largest else min(shown)
+    k_high = k + q
+    alt = f"k={k_high}" if k_low <= 0 else f"k={k_low} or k={k_high}"
+    vals = ", ".join(f"{v:.8g}" for v in LE[b][members].tolist())
+    where = f" in batch element {b}" if b else ""
+    msg = (
+        f"eigrad: k={k} cuts a degenerate cluster{where}: the computed eigenvalue(s) at positions {shown} are "
+        f"degenerate with {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}), so the k-dimensional "
+        f"eigenspace is not unique: X_k f(Λ_k) X_kᵀ depends on which eigenvectors of the cluster were returned "
+        f"and has no derivative. Pass {alt} to keep the cluster whole. BackwardOptions(gauge='raise') makes "
+        f"this an error, gauge='ignore' silences it."
+    )
+    if gauge == "raise":
+        raise GaugeError(msg)
+    warnings.warn(msg, GaugeWarning, stacklevel=4)
+
+
+class SpectralFunction(torch.autograd.Function):
+    """``(A, B, fn, k, largest, solver, opts) -> (F, aux...)`` with ``F = X_k f(Λ_k) X_kᵀ``."""
+
+    @staticmethod
+    def forward(A, B, fn, k, largest, solver, opts):
+        if k < A.shape[-1]:  # the full case has no 1/(λ_i - λ_j) to broaden
+            check_broadening(solver, opts)
+        with torch.no_grad():
+            check_values("A", A)
+            A = sym(A)
+            if B is not None:
+                check_values("B", B)
+                B = sym(B)
+                A, B = torch.broadcast_tensors(A, B)
+            n = A.shape[-1]
+            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(solver, A, B, k, n, largest, opts)
+            L, X = sol.eigenvalues, sol.eigenvectors  # (*b, k), (*b, n, k)
+            fn.check_domain(L)
+            if k < n:
+                _report_cut(LE, labels, cut, k, largest, opts.gauge)
+            fL = fn(L)  # (*b, k)
+            F = sym((X * fL.unsqueeze(-2)) @ _mT(X))  # X f(Λ) Xᵀ
+            F1 = fn.divided(L, fL)  # f[λ_i, λ_j] (*b, k, k)
+            F2 = fn.divided_lambda_f(L, fL, F1) if B is not None else L.new_zeros(())
+            BX = X if B is None else B @ X
+            handle = sol.handle.tensors if k < n else ()
+        return (F, L, X, BX, atol, fL, F1, F2, *handle)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        A, B, fn, k, largest, solver, opts = inputs
+        aux = output[1:]
+        ctx.mark_non_differentiable(*aux)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*aux)
+        ctx.save_for_forward(*aux)
+        ctx.n_out = len(output)
+        ctx.partial = k < A.shape[-1]
+        ctx.has_B = B is not None
+        factory = solver.handle_factory
+        if opts.broadening is not None:
+            factory = functools.partial(factory, broadening=opts.broadening)
+        ctx.factory, ctx.opts = factory, opts
+
+    @staticmethod
+    def _complement_solve(ctx, R, L, X, BX, atol, handle):
+        """``G_i r_i`` on the complement of the computed block, B-projected (MATH.md's G_j)."""
+        rtol = ctx.opts.resolved_degen(L.dtype, 1.0)[1]
+        k = L.shape[-1]
+        M = torch.ones(k, k, dtype=torch.bool, device=L.device).expand(*L.shape[:-1], k, k)
+        R = R - BX @ (_mT(X) @ R)  # remove the computed block's part: Xᵀ r = 0
+        Y = ShiftedSolve.apply(R, L, X, M, atol, ctx.factory, rtol, *handle)
+        return Y - X @ (_mT(BX) @ Y)  # Xᵀ B y = 0
+
+    @staticmethod
+    def backward(ctx, gF, *_):
+        L, X, BX, atol, fL, F1, F2, *handle = ctx.saved_tensors
+        if gF is None:
+            return (None,) * 7
+        W = sym(gF)
+        XtWX = _mT(X) @ W @ X  # (*b, k, k)
+        gA = X @ (F1 * XtWX) @ _mT(X)  # Daleckii–Krein inside the block
+        gB = -(X @ (F2 * XtWX) @ _mT(X)) if ctx.has_B else None
+        if ctx.partial:  # coupling to the complement: z_i = 2 f(λ_i) G_i W x_i
+            Z = SpectralFunction._complement_solve(ctx, W @ X * (2 * fL).unsqueeze(-2), L, X, BX, atol, handle)
+            gA = gA - (Z @ _mT(X))
+            if ctx.has_B:
+                gB = gB + (Z * L.unsqueeze(-2)) @ _mT(X)
+        gA = first_order_only(sym(gA))
+        gB = first_order_only(sym(gB)) if gB is not None else None
+        return gA, gB, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dA, dB, *_):
+        L, X, BX, atol, fL, F1, F2, *handle = ctx.saved_tensors
+        if dA is None and dB is None:
+            return (None,) * ctx.n_out
+        dA = sym(dA) if dA is not None else None
+        dB = sym(dB) if dB is not None and ctx.has_B else None
+        AdX = dA @ X if dA is not None else torch.zeros_like(X)
+        M = F1 * (_mT(X) @ AdX)  # F1 ∘ P
+        V = AdX
+        if dB is not None:
+            BdX = dB @ X
+            M = M - F2 * (_mT(X) @ BdX)  # - F2 ∘ Q
+            V = AdX - BdX * L.unsqueeze(-2)  # (A' - λ_i B') x_i
+        dF = X @ M @ _mT(X)
+        if ctx.partial:
+            Y = SpectralFunction._complement_solve(ctx, V, L, X, BX, atol, handle)
+            T = (X * fL.unsqueeze(-2)) @ _mT(Y)
+            dF = dF - (T + _mT(T))
+        return (first_order_only(sym(dF)),) + (None,) * (ctx.n_out - 1)
+
+    @staticmethod
+    def vmap(info, in_dims, A, B, fn, k, largest, solver, opts):
+        V = info.batch_size
+
+        def front(t, d):
+            if t is None:
+                return None
+            return t.unsqueeze(0).expand(V, *t.shape) if d is None else t.movedim(d, 0)
+
+        out = SpectralFunction.apply(front(A, in_dims[0]), front(B, in_dims[1]), fn, k, largest, solver, opts)
+        return out, tuple(0 if o.dim() > 0 else None for o in out)

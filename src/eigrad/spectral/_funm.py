@@ -1,0 +1,193 @@
+"""Public spectral functions: ``funm``, ``sqrtm``, ``logm``, ``expm``, ``powm``, ``projector``.
+
+Each returns ``F = X f(Λ) Xᵀ`` over all eigenpairs of ``A X = B X Λ``,
+``Xᵀ B X = I`` (or the ``k`` smallest/largest) with exact derivatives at
+repeated eigenvalues (Daleckii–Krein; docs/spectral.md). No numerics here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._api import _backward_options, _dense_solver
+from .._options import BackwardOptions
+from .._validation import check_dense_matrix, check_k, check_pair
+from ..eigensolvers import DenseEigh
+from ._divided import ExpFn, LogFn, OnesFn, PowerFn, SpectralFn, SqrtFn, as_spectral_fn
+from ._function import SpectralFunction
+
+_B_MEANING = """
+    With ``B``, the result is ``X f(Λ) Xᵀ`` for the B-orthonormal eigenvectors
+    (``A X = B X Λ``, ``Xᵀ B X = I``), which equals ``f(B⁻¹A) B⁻¹``: so
+    ``F @ B = f(B⁻¹A)`` and ``B @ F = f(A B⁻¹)``."""
+
+
+def _check_inputs(A, B):
+    for name, M in (("A", A), ("B", B)):
+        if M is None:
+            continue
+        check_dense_matrix(name, M)
+        if M.layout != torch.strided:
+            raise TypeError(
+                f"{name} has layout {M.layout}; the spectral functions take dense matrices. "
+                f"Pass {name}.to_dense()."
+            )
+    if B is not None:
+        check_pair(A, B)
+
+
+def _apply(A, fn: SpectralFn, k, B, largest, solver, backward) -> torch.Tensor:
+    _check_inputs(A, B)
+    if not isinstance(largest, bool):
+        raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
+    n = A.shape[-1]
+    opts = _backward_options(backward)
+    if k is None:
+        k = n
+        s = DenseEigh() if solver == "auto" else _dense_solver(solver, A, n, k)
+    else:
+        k = check_k(k, n)
+        s = _dense_solver(solver, A, n, k)
+    if opts.broadening is not None and k < n and solver == "auto":
+        s = DenseEigh()  # the tridiagonal backward cannot apply a broadening
+    return SpectralFunction.apply(A, B, fn, k, largest, s, opts)[0]
+
+
+def funm(
+    A: torch.Tensor,
+    f,
+    k: int | None = None,
+    *,
+    B: torch.Tensor | None = None,
+    largest: bool = False,
+    solver: str = "auto",
+    backward: BackwardOptions | None = None,
+) -> torch.Tensor:
+    """``X f(Λ) Xᵀ`` over all eigenpairs of symmetric ``A`` (or the k smallest/largest).
+
+    Parameters
+    ----------
+    A : Tensor (*batch, n, n)
+        Real symmetric, float32 or float64 (read as ``(A + Aᵀ)/2``).
+    f : callable or (callable, callable)
+        An elementwise torch function of the eigenvalues (``torch.exp``,
+        ``lambda x: torch.tanh(x / 2)``): its derivative comes from
+        forward-mode autograd. Or a pair ``(f, fprime)`` with the derivative.
+        ``f`` must not close over tensors that require gradients.
+    k : int, optional
+        ``None``: all eigenpairs, ``F = f(A)``. Else the ``k`` smallest (or
+        largest) only: ``F = X_k f(Λ_k) X_kᵀ``.
+    B : Tensor (*batch, n, n), optional
+        Symmetric positive definite mass matrix.
+    largest : bool
+        With ``k``: the ``k`` largest eigenpairs instead of the smallest.
+    solver : {"auto", "lapack", "dense"}
+        Forward eigensolver, as for :func:`eigrad.eigsh` (``"auto"`` takes the
+        full ``torch.linalg.eigh`` when ``k`` is ``None``).
+    backward : BackwardOptions, optional
+        Degeneracy tolerances, gauge policy (for ``k`` cutting a cluster),
+        broadening.
+
+    Returns
+    -------
+    Tensor (*batch, n, n)
+        Symmetric.
+
+    Notes
+    -----
+    Derivatives are exact at repeated eigenvalues: the Daleckii–Krein
+    divided differences ``f[λ_i, λ_j]`` are formed without cancellation, and
+    with ``k`` the coupling to the uncomputed eigenpairs goes through the
+    projected shifted solves of :func:`eigrad.eigsh`. A ``k`` that cuts a
+    degenerate cluster makes ``F`` itself non-unique and is reported
+    (:class:`eigrad.GaugeWarning`, or :class:`eigrad.GaugeError` with
+    ``gauge="raise"``) with the ``k`` values that keep the cluster whole.
+    Raises ValueError when ``f`` is not finite at an eigenvalue.
+    """
+    _check_inputs(A, B)
+    return _apply(A, as_spectral_fn(f, A.dtype), k, B, largest, solver, backward)
+
+
+funm.__doc__ += _B_MEANING
+
+
+def expm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
+    """Matrix exponential of symmetric ``A``: ``X exp(Λ) Xᵀ``, exact derivatives at repeated eigenvalues.
+
+    Divided differences ``exp(max(a,b)) · (1 - exp(-|a-b|)) / |a-b|`` (no
+    cancellation). See :func:`funm` for ``B`` and ``backward``.
+    """
+    return _apply(A, ExpFn(), None, B, False, "auto", backward)
+
+
+def logm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
+    """Principal logarithm of symmetric positive definite ``A``: ``X log(Λ) Xᵀ``.
+
+    Raises ValueError naming the eigenvalue(s) ``<= 0``. Divided differences
+    ``log1p((hi - lo)/lo) / (hi - lo)``. See :func:`funm` for ``B``.
+    """
+    return _apply(A, LogFn(), None, B, False, "auto", backward)
+
+
+def sqrtm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
+    """Principal square root of symmetric positive semidefinite ``A``: ``X √Λ Xᵀ``.
+
+    Raises ValueError naming the negative eigenvalue(s); the derivative is
+    infinite at a zero eigenvalue. Divided differences ``1/(√a + √b)``.
+    See :func:`funm` for ``B``.
+    """
+    return _apply(A, SqrtFn(), None, B, False, "auto", backward)
+
+
+def powm(
+    A: torch.Tensor, p: float, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None
+) -> torch.Tensor:
+    """Real power ``X Λ^p Xᵀ`` of symmetric ``A``.
+
+    Parameters
+    ----------
+    p : float
+        Integer ``p >= 0``: any symmetric ``A``; integer ``p < 0``: ``A``
+        nonsingular; non-integer ``p > 0``: positive semidefinite; ``p < 0``:
+        positive definite (ValueError naming the offending eigenvalue
+        otherwise). A Python number; the derivative with respect to ``p`` is
+        not computed.
+
+    Notes
+    -----
+    Divided differences ``lo^(p-1) expm1(p log1p(t)) / t``, ``t = (hi-lo)/lo``.
+    See :func:`funm` for ``B``.
+    """
+    if torch.is_tensor(p):
+        if p.requires_grad or p.numel() != 1:
+            raise TypeError(
+                "powm takes the exponent p as a number; received a tensor"
+                + (" that requires a gradient (the derivative in p is not computed)" if p.requires_grad else
+                   f" of shape {tuple(p.shape)}")
+                + ". Pass float(p)."
+            )
+        p = float(p)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or p != p or abs(p) == float("inf"):
+        raise TypeError(f"powm needs a finite real exponent p; received {p!r}.")
+    return _apply(A, PowerFn(p), None, B, False, "auto", backward)
+
+
+def projector(
+    A: torch.Tensor,
+    k: int,
+    *,
+    B: torch.Tensor | None = None,
+    largest: bool = False,
+    solver: str = "auto",
+    backward: BackwardOptions | None = None,
+) -> torch.Tensor:
+    """Spectral projector ``X_k X_kᵀ`` onto the k smallest (or largest) eigenvectors.
+
+    Exact derivatives also when eigenvalues inside the k are repeated; a
+    ``k`` that cuts a degenerate cluster is reported (the eigenspace is then
+    not unique). With ``B``, ``X_k X_kᵀ B`` is the B-orthogonal projector
+    onto the eigenspace (``Xᵀ B X = I``). Parameters as in :func:`funm`.
+    """
+    if k is None:
+        raise TypeError("projector needs k, the dimension of the eigenspace (1 <= k <= n); received None.")
+    return _apply(A, OnesFn(), k, B, largest, solver, backward)
