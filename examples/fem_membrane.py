@@ -207,6 +207,7 @@ def plot(mem, z, history, lam0, lam, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="coarse mesh and few steps (CI)")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the plot (default: examples/out)")
     args = parser.parse_args(argv)
     refine, order, steps = (2, 2, 12) if args.fast else (3, 2, 60)
     t0 = time.perf_counter()
@@ -230,8 +231,8 @@ def main(argv=None):
         f"sensor energy {history[0, 1]:.3f} -> {history[-1, 1]:.3f}, "
         f"max |λ3 - λ2| {np.abs(history[:, 2]).max():.1e}, mass {mass:.6f}"
     )
-    OUT.mkdir(exist_ok=True)
-    path = OUT / "fem_membrane.png"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "fem_membrane.png"
     plot(mem, z, history, lam0, lam.detach(), path)
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
     return rows, history

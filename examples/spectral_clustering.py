@@ -168,6 +168,7 @@ def fmt(lam):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="fewer points and steps (CI)")
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the plot (default: examples/out)")
     args = parser.parse_args(argv)
     n_per, steps = (20, 40) if args.fast else (40, 150)
     t0 = time.perf_counter()
@@ -199,8 +200,8 @@ def main(argv=None):
             f"λ_1..3 = {fmt(lam)}"
         )
     print("learned feature scales (projector loss): " + ", ".join(f"{x:.3f}" for x in results["projector"]["a"].exp()))
-    OUT.mkdir(exist_ok=True)
-    path = OUT / "spectral_clustering.png"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "spectral_clustering.png"
     plot(feats, labels, runs, pred0, results["projector"]["pred"], path)
     print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
     return results

@@ -1,0 +1,76 @@
+"""Run each example's ``--fast`` mode in a subprocess and check the numbers it prints.
+
+The examples compare eigrad against independent references (finite
+differences, Hellmann–Feynman, closed forms); these tests read those
+comparisons from the summary and fail when they disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+pytest.importorskip("matplotlib")
+
+
+def run_example(name: str, tmp_path: Path) -> str:
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--fast", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert (tmp_path / f"{name}.png").stat().st_size > 10_000, "the example wrote no plot"
+    return proc.stdout
+
+
+def number(pattern: str, text: str) -> float:
+    m = re.search(pattern, text, flags=re.MULTILINE)
+    assert m, f"pattern {pattern!r} not in the output:\n{text}"
+    return float(m.group(1))
+
+
+@pytest.mark.slow
+def test_fem_membrane(tmp_path):
+    pytest.importorskip("skfem")
+    out = run_example("fem_membrane", tmp_path)
+    # the symmetric mesh keeps the (1,2)/(2,1) pair exactly repeated
+    assert abs(number(r"λ3 - λ2 = (\S+)", out)) < 1e-9
+    rows = {}
+    for m in re.finditer(r"^\s+(objective|eigenvalue part|projector part)\s+(\S+)\s+(\S+)$", out, re.MULTILINE):
+        rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    assert set(rows) == {"objective", "eigenvalue part", "projector part"}, out
+    for name, (err_eigrad, _) in rows.items():
+        assert err_eigrad < 1e-6, f"eigrad's {name} gradient is off from finite differences:\n{out}"
+    # torch.linalg.eigh: right for eigenvalues only, NaN or wrong once eigenvectors enter
+    assert rows["eigenvalue part"][1] < 1e-6, out
+    for name in ("objective", "projector part"):
+        assert not rows[name][1] < 1e-3, f"torch.linalg.eigh unexpectedly right on the {name}:\n{out}"
+    gap0, gap1 = (float(x) for x in re.search(r"gap ratio (\S+) -> (\S+),", out).groups())
+    e0, e1 = (float(x) for x in re.search(r"sensor energy (\S+) -> (\S+),", out).groups())
+    assert gap1 > gap0 and e1 < 0.5 * e0, out
+    assert number(r"max \|λ3 - λ2\| (\S+),", out) < 1e-8
+    assert abs(number(r"mass (\S+)$", out) - 1) < 1e-9
+
+
+@pytest.mark.slow
+def test_spectral_clustering(tmp_path):
+    out = run_example("spectral_clustering", tmp_path)
+    proj = re.search(r"^projector loss: .*$", out, re.MULTILINE).group(0)
+    raw = re.search(r"^raw\s+loss: .*$", out, re.MULTILINE).group(0)
+    assert number(r"-> (\S+) in", proj) < 1e-4
+    assert number(r"(\d+) GaugeWarnings", proj) == 0
+    assert number(r"increased on (\d+) steps", proj) == 0
+    assert number(r"accuracy (\S+),", proj) == 1.0
+    # the raw-eigenvector loss neither trains monotonically nor finds the partition
+    assert number(r"increased on (\d+) steps", raw) + number(r"(\d+) GaugeWarnings", raw) > 0
+    assert number(r"projector distance (\S+),", raw) > 0.1
+    assert number(r"accuracy (\S+),", raw) < 0.9
+    assert number(r"initial metric: .*accuracy (\S+)$", out) < 0.9
