@@ -83,7 +83,10 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
     if gauge == "ignore":
         return
     Lbar, Xbar = concrete(Lbar), concrete(Xbar)
+    # under torch.func (jacrev: a vmapped backward) the saved tensors arrive wrapped as well
+    L, X, labels, cut = concrete(L), concrete(X), concrete(labels), concrete(cut)
     v1, v2, size = existence_violations(X, labels, Lbar, Xbar)
+    v1, v2, size = torch.broadcast_tensors(v1, v2, size)  # a batched Λ̄ with no X̄ batches v2 only
     batch_shape = v1.shape[:-1]
     labels_b = labels.expand(*batch_shape, labels.shape[-1])
     cut_b = cut.expand(*batch_shape, cut.shape[-1])
