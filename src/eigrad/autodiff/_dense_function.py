@@ -21,7 +21,7 @@ from ._checks import check_existence
 from ._clusters import cluster_mask
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, sym, vjp_terms
-from ._solve_fn import ShiftedSolve, first_order_only
+from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
 
@@ -65,8 +65,9 @@ class DenseEig(torch.autograd.Function):
         aux = output[2:]
         ctx.mark_non_differentiable(*aux)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*aux)
-        ctx.save_for_forward(*aux)
+        # A and B too: the derivatives are tied to them so that a second derivative raises
+        ctx.save_for_backward(*aux, A, B)
+        ctx.save_for_forward(*aux, A, B)
         ctx.k, ctx.largest, ctx.opts = k, largest, opts
         ctx.factory = solver.handle_factory
         ctx.has_B = B is not None
@@ -86,7 +87,7 @@ class DenseEig(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gL, gX, *_):
-        LE, XE, labels, cut, BXE, atol, *handle = ctx.saved_tensors
+        LE, XE, labels, cut, BXE, atol, *handle, A, B = ctx.saved_tensors
         if gL is None and gX is None:
             return None, None, None, None, None, None
         k = ctx.k
@@ -101,11 +102,13 @@ class DenseEig(torch.autograd.Function):
         LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B)
         gA = sym(LA @ XE.transpose(-1, -2))  # Ā = sym(L_A Xᵀ)
         gB = sym(LB @ XE.transpose(-1, -2)) if ctx.has_B else None  # B̄ = sym(L_B Xᵀ)
-        return first_order_only(gA), first_order_only(gB), None, None, None, None
+        gA = guard_second_order(first_order_only(gA), A, B)
+        gB = guard_second_order(first_order_only(gB), A, B)
+        return gA, gB, None, None, None, None
 
     @staticmethod
     def jvp(ctx, dA, dB, *_):
-        LE, XE, labels, cut, BXE, atol, *handle = ctx.saved_tensors
+        LE, XE, labels, cut, BXE, atol, *handle, A, B = ctx.saved_tensors
         k = ctx.k
         if dA is None and dB is None:
             return (None,) * (2 + N_AUX + len(handle))
@@ -114,7 +117,9 @@ class DenseEig(torch.autograd.Function):
         AdX = sym(dA) @ XE if dA is not None else torch.zeros_like(XE)
         BdX = sym(dB) @ XE if dB is not None else None
         Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve)
-        return (first_order_only(Ld[..., :k]), first_order_only(Xd[..., :, :k])) + (None,) * (N_AUX + len(handle))
+        Ld = guard_second_order(first_order_only(Ld[..., :k]), A, B)
+        Xd = guard_second_order(first_order_only(Xd[..., :, :k]), A, B)
+        return (Ld, Xd) + (None,) * (N_AUX + len(handle))
 
     @staticmethod
     def vmap(info, in_dims, A, B, k, largest, solver, opts):

@@ -92,3 +92,42 @@ class FirstOrderOnly(torch.autograd.Function):
 
 def first_order_only(t):
     return None if t is None else FirstOrderOnly.apply(t)
+
+
+class SecondOrderGuard(torch.autograd.Function):
+    """A zero (0-dim) that depends on an input of an eigen-Function; differentiating it raises.
+
+    Added to the derivative a backward or jvp returns, it ties that to the
+    inputs ``A``, ``B``: the saved eigenpairs carry no derivative, so without
+    it a second derivative through a cotangent or tangent that does not
+    depend on ``A`` (``hessian`` of an eigenvalue, of ``logm(A).sum()``) would
+    silently come out as zero instead of raising.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.zeros((), dtype=x.dtype, device=x.device)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError(_SECOND_ORDER)
+
+    @staticmethod
+    def jvp(ctx, t):
+        raise RuntimeError(_SECOND_ORDER)
+
+
+def guard_second_order(d, *inputs):
+    """``d`` plus a zero that depends on every input that is not None (see SecondOrderGuard)."""
+    if d is None:
+        return None
+    for x in inputs:
+        if x is not None:
+            d = d + SecondOrderGuard.apply(x)
+    return d
