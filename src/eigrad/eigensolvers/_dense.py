@@ -119,7 +119,9 @@ class LapackSubset:
             if n == 1:
                 c, d, e, tau = C1.copy(), C1[0].copy(), np.zeros(0, C1.dtype), np.zeros(0, C1.dtype)
             else:
-                c, d, e, tau = _sytrd(C1)
+                # C1 is exactly symmetric (sym / reduce_to_standard), so its transpose is
+                # the same matrix in Fortran order: LAPACK reads it without a transposing copy
+                c, d, e, tau = _sytrd(C1.T)
             if n == 1:
                 vals, Z = d.copy(), np.ones((1, 1), C1.dtype)
             else:

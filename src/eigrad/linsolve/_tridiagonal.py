@@ -111,9 +111,12 @@ class TridiagonalSolve:
         batch = R.shape[:-2]
         n, c = R.shape[-2:]
         Rt = torch.linalg.solve_triangular(self.Lc, R, upper=False) if has_B else R
-        Bt = apply_Q(self.refl, self.tau, Rt, transpose=True)  # (*b, n, c)
         W = self.Lc.transpose(-1, -2) @ X if has_B else X
-        Zx = apply_Q(self.refl, self.tau, W, transpose=True)  # (*b, n, K) orthonormal
+        # Qᵀ [Rt, W] in one pass over the reflectors (memory-bound for few columns)
+        bb = torch.broadcast_shapes(Rt.shape[:-2], W.shape[:-2], self.tau.shape[:-1])
+        RW = torch.cat([Rt.expand(*bb, n, c), W.expand(*bb, n, W.shape[-1])], dim=-1)
+        QtRW = apply_Q(self.refl, self.tau, RW, transpose=True)
+        Bt, Zx = QtRW[..., :c], QtRW[..., c:]  # (*b, n, c), (*b, n, K) orthonormal
         d = self.d.reshape(-1, n).cpu().numpy()
         e = self.e.reshape(-1, max(n - 1, 0)).cpu().numpy()
         Bn = Bt.reshape(-1, n, c).cpu().numpy()
