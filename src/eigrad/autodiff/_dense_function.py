@@ -57,7 +57,10 @@ class DenseEig(torch.autograd.Function):
             n = A.shape[-1]
             sol, LE, XE, labels, cut, atol, _ = solve_with_guards(solver, A, B, k, n, largest, opts)
             BXE = XE if B is None else B @ XE
-        return (sol.eigenvalues, sol.eigenvectors, LE, XE, labels, cut, BXE, atol, *sol.handle.tensors)
+            # fresh outputs: solvers return slices, and forward-mode AD (torch.autograd.forward_ad,
+            # gradcheck(check_forward_ad=True)) rejects a view output whose tangent has another layout
+            L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
+        return (L, X, LE, XE, labels, cut, BXE, atol, *sol.handle.tensors)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
