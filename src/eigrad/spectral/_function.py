@@ -34,7 +34,7 @@ from .._validation import check_values
 from ..autodiff._dense_function import check_broadening
 from ..autodiff._forward import solve_with_guards
 from ..autodiff._formulas import sym
-from ..autodiff._solve_fn import ShiftedSolve, first_order_only
+from ..autodiff._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
 N_AUX = 7  # L, X, BX, atol, fL, F1, F2
 
@@ -103,8 +103,8 @@ class SpectralFunction(torch.autograd.Function):
         aux = output[1:]
         ctx.mark_non_differentiable(*aux)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*aux)
-        ctx.save_for_forward(*aux)
+        ctx.save_for_backward(*aux, A, B)
+        ctx.save_for_forward(*aux, A, B)
         ctx.n_out = len(output)
         ctx.partial = k < A.shape[-1]
         ctx.has_B = B is not None
@@ -125,7 +125,7 @@ class SpectralFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gF, *_):
-        L, X, BX, atol, fL, F1, F2, *handle = ctx.saved_tensors
+        L, X, BX, atol, fL, F1, F2, *handle, A, B = ctx.saved_tensors
         if gF is None:
             return (None,) * 7
         W = sym(gF)
@@ -137,13 +137,13 @@ class SpectralFunction(torch.autograd.Function):
             gA = gA - (Z @ _mT(X))
             if ctx.has_B:
                 gB = gB + (Z * L.unsqueeze(-2)) @ _mT(X)
-        gA = first_order_only(sym(gA))
-        gB = first_order_only(sym(gB)) if gB is not None else None
+        gA = guard_second_order(first_order_only(sym(gA)), A, B)
+        gB = guard_second_order(first_order_only(sym(gB)), A, B) if gB is not None else None
         return gA, gB, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, dA, dB, *_):
-        L, X, BX, atol, fL, F1, F2, *handle = ctx.saved_tensors
+        L, X, BX, atol, fL, F1, F2, *handle, A, B = ctx.saved_tensors
         if dA is None and dB is None:
             return (None,) * ctx.n_out
         dA = sym(dA) if dA is not None else None
@@ -160,7 +160,7 @@ class SpectralFunction(torch.autograd.Function):
             Y = SpectralFunction._complement_solve(ctx, V, L, X, BX, atol, handle)
             T = (X * fL.unsqueeze(-2)) @ _mT(Y)
             dF = dF - (T + _mT(T))
-        return (first_order_only(sym(dF)),) + (None,) * (ctx.n_out - 1)
+        return (guard_second_order(first_order_only(sym(dF)), A, B),) + (None,) * (ctx.n_out - 1)
 
     @staticmethod
     def vmap(info, in_dims, A, B, fn, k, largest, solver, opts):
