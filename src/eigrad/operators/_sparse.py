@@ -1,0 +1,215 @@
+"""Torch sparse matrices (COO, CSR) as operators.
+
+The differentiable tensor of a sparse operator is its vector of stored values
+in row-major (CSR) order; the pattern (row, column indices) is fixed and lives
+in the spec. Gradients therefore flow to the stored values only, restricted to
+the sparsity pattern (MATH.md, "Reverse mode": ``L_A Xᵀ`` sampled on the
+pattern, symmetrized):
+
+    v̄_e = ½ [(L Rᵀ)_ij + (L Rᵀ)_ji]   for the stored entry e = (i, j).
+
+Products on the CPU go through scipy's CSR kernel (about 2.5× faster than
+torch's on one thread, measured on a 64³ Laplacian with 9 columns); torch ops
+are used on other devices and whenever autograd or ``torch.func`` must see
+the product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+import torch
+from torch._C import _functorch
+
+from ._base import LinearOperator, OperatorSpec
+
+#: elements per temporary ``(nnz, chunk)`` block in the gather-based products
+_CHUNK_ELEMENTS = 1 << 24
+
+
+class SparsePattern:
+    """The fixed structure of a sparse ``(n, n)`` matrix in CSR order.
+
+    Attributes
+    ----------
+    crow : Tensor (n + 1,) int64
+    col, row : Tensor (nnz,) int64
+        Column and row of every stored entry, sorted row-major.
+    """
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, n: int):
+        self.n = n
+        self.crow = crow.to(torch.int64)
+        self.col = col.to(torch.int64)
+        counts = self.crow[1:] - self.crow[:-1]
+        self.row = torch.repeat_interleave(torch.arange(n, device=crow.device), counts)
+        self._scipy_index = None
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col.shape[0])
+
+    def scipy_index(self):
+        """``(indices, indptr)`` as numpy arrays for ``scipy.sparse.csr_matrix`` (cached)."""
+        if self._scipy_index is None:
+            idx_dtype = np.int32 if self.nnz < 2**31 - 1 else np.int64
+            self._scipy_index = (
+                self.col.cpu().numpy().astype(idx_dtype),
+                self.crow.cpu().numpy().astype(idx_dtype),
+            )
+        return self._scipy_index
+
+    def transpose_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every entry ``(i, j)``: the position of ``(j, i)`` and whether it is stored."""
+        key = self.row * self.n + self.col  # sorted (row-major)
+        key_t = self.col * self.n + self.row
+        pos = torch.searchsorted(key, key_t).clamp(max=max(self.nnz - 1, 0))
+        found = key[pos] == key_t if self.nnz else torch.zeros(0, dtype=torch.bool)
+        return pos, found
+
+
+def _plain(t: torch.Tensor) -> bool:
+    return not _functorch.is_functorch_wrapped_tensor(t)
+
+
+def _under_transform() -> bool:
+    """Inside a torch.func transform (grad, vjp, jvp, vmap): numpy must not see the tensors."""
+    return _functorch.peek_interpreter_stack() is not None
+
+
+def _column_chunks(nnz: int, m: int):
+    step = max(1, _CHUNK_ELEMENTS // max(nnz, 1))
+    return [(s, min(s + step, m)) for s in range(0, m, step)]
+
+
+class SparseOperator(LinearOperator):
+    """A symmetric torch sparse ``(n, n)`` matrix (COO or CSR) as an operator.
+
+    Parameters
+    ----------
+    A : Tensor, layout ``torch.sparse_coo`` or ``torch.sparse_csr``, shape (n, n)
+        Real, float32 or float64. Uncoalesced COO input is coalesced
+        (duplicates summed). ``A`` may require grad (a leaf sparse tensor, or
+        one built from differentiable values): the gradient then flows to its
+        stored values, restricted to the pattern.
+
+    Notes
+    -----
+    ``flatten()`` returns ``(values,)`` in CSR order; the pattern is part of
+    the spec. Batched sparse tensors are not supported.
+    """
+
+    is_sparse = True
+
+    def __init__(self, A: torch.Tensor):
+        if A.layout == torch.sparse_coo:
+            if A.sparse_dim() != 2 or A.dense_dim() != 0:
+                raise ValueError(
+                    f"a sparse COO matrix must have 2 sparse and 0 dense dimensions; received shape "
+                    f"{tuple(A.shape)} with sparse_dim={A.sparse_dim()}, dense_dim={A.dense_dim()}. "
+                    "Batched sparse operators are not supported: pass one (n, n) matrix."
+                )
+            A = A.coalesce()
+            idx = A.indices()
+            n = A.shape[-1]
+            crow = torch.zeros(n + 1, dtype=torch.int64, device=idx.device)
+            crow[1:] = torch.cumsum(torch.bincount(idx[0], minlength=n), 0)
+            pattern = SparsePattern(crow, idx[1], n)
+            values = A.values()
+        elif A.layout == torch.sparse_csr:
+            if A.dim() != 2:
+                raise ValueError(
+                    f"a sparse CSR matrix must be 2-D (n, n); received shape {tuple(A.shape)}. "
+                    "Batched sparse operators are not supported: pass one (n, n) matrix."
+                )
+            n = A.shape[-1]
+            pattern = SparsePattern(A.crow_indices(), A.col_indices(), n)
+            values = A.values()
+        else:
+            raise TypeError(
+                f"SparseOperator takes a torch sparse COO or CSR tensor; received layout {A.layout}. "
+                "Convert with A.to_sparse_csr(), or pass a dense tensor to eigrad.as_operator."
+            )
+        if A.shape[0] != A.shape[1]:
+            raise ValueError(f"A sparse operator must be square (n, n); received shape {tuple(A.shape)}.")
+        self._init(values, pattern)
+
+    def _init(self, values: torch.Tensor, pattern: SparsePattern):
+        self.values = values
+        self.pattern = pattern
+        n = pattern.n
+        self.shape = (n, n)
+        self.dtype = values.dtype
+        self.device = values.device
+
+    @classmethod
+    def from_values(cls, values: torch.Tensor, pattern: SparsePattern) -> "SparseOperator":
+        """An operator with the given stored values (CSR order) on ``pattern``."""
+        op = cls.__new__(cls)
+        op._init(values, pattern)
+        return op
+
+    # Products ------------------------------------------------------------
+    def _use_scipy(self, *ts: torch.Tensor) -> bool:
+        if self.device.type != "cpu" or _under_transform():
+            return False
+        if not all(_plain(t) for t in ts):
+            return False
+        return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
+
+    def matmat(self, X):  # X (*batch, n, m) -> (*batch, n, m)
+        if X.dim() > 2:
+            batch, m = X.shape[:-2], X.shape[-1]
+            Xf = X.movedim(-2, 0).reshape(self.n, -1)  # fold the batch into columns
+            Y = self.matmat(Xf)
+            return Y.reshape(self.n, *batch, m).movedim(0, -2)
+        if self._use_scipy(self.values, X):
+            indices, indptr = self.pattern.scipy_index()
+            S = scipy.sparse.csr_matrix((self.values.detach().numpy(), indices, indptr), shape=self.shape)
+            return torch.from_numpy(np.asarray(S @ X.detach().numpy()))
+        return _gather_matmat(self.values, self.pattern, X)
+
+    def to_dense(self):
+        p = self.pattern
+        out = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        return out.index_put((p.row, p.col), self.values, accumulate=True)
+
+    def flatten(self):
+        pattern = self.pattern
+        return (self.values,), OperatorSpec(lambda ts: SparseOperator.from_values(ts[0], pattern))
+
+    # Derivative hooks ----------------------------------------------------
+    def bilinear_vjp(self, L, R):
+        # MATH.md: the gradient of the stored values is L_A Xᵀ sampled on the pattern, symmetrized:
+        # v̄_e = ½ [(L Rᵀ)_ij + (L Rᵀ)_ji] for the entry e = (i, j).  O(nnz · m), no n×n matrix.
+        p = self.pattern
+        out = None
+        for s, e in _column_chunks(p.nnz, L.shape[-1]):
+            Lc, Rc = L[..., s:e], R[..., s:e]
+            part = (Lc[..., p.row, :] * Rc[..., p.col, :]).sum(-1) + (Lc[..., p.col, :] * Rc[..., p.row, :]).sum(-1)
+            out = part if out is None else out + part
+        return (0.5 * out,)
+
+    def tangent_matmat(self, dtensors, X):
+        (dv,) = dtensors
+        if dv is None:
+            return torch.zeros_like(X)
+        return SparseOperator.from_values(dv, self.pattern).matmat(X)  # A' X, A' on the same pattern
+
+    def symmetry_defect(self) -> torch.Tensor:
+        """``max |A - Aᵀ|`` over the stored entries (a missing transpose counts as zero)."""
+        if self.pattern.nnz == 0:
+            return self.values.new_zeros(())
+        pos, found = self.pattern.transpose_positions()
+        vt = torch.where(found, self.values[pos], torch.zeros_like(self.values))
+        return (self.values - vt).abs().amax()
+
+
+def _gather_matmat(values: torch.Tensor, pattern: SparsePattern, X: torch.Tensor) -> torch.Tensor:
+    """``A X`` with index ops only (differentiable in ``values`` and ``X``, vmappable)."""
+    n, m = pattern.n, X.shape[-1]
+    cols = []
+    for s, e in _column_chunks(pattern.nnz, m):
+        contrib = values.unsqueeze(-1) * X[pattern.col, s:e]  # (nnz, chunk)
+        cols.append(torch.zeros(n, e - s, dtype=contrib.dtype, device=X.device).index_add(0, pattern.row, contrib))
+    return cols[0] if len(cols) == 1 else torch.cat(cols, dim=-1)
