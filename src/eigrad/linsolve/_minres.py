@@ -1,0 +1,325 @@
+"""Projected block MINRES for the shifted systems of the operator backward.
+
+Solves ``(A - λ_j B) y_j = r_j`` for all columns ``j`` at once (MATH.md,
+"Clusters and the mask D"): one operator application per iteration serves
+every column, each with its own shift and its own Lanczos recurrence. For
+column ``j`` with cluster ``g`` and deflation set ``Z ⊇ g`` (all computed
+eigenpairs by default, the guards included):
+
+* the components along computed eigenvectors outside the cluster are exact,
+  ``x_i (x_iᵀ r_j) / (λ_i - λ_j)``;
+* the rest solves ``P K Pᵀ z = P r`` with ``K = A - λ_j B``,
+  ``P = I - B Z Zᵀ``, by preconditioned MINRES (Paige & Saunders) with the
+  projected preconditioner ``T = Pᵀ M P`` (SPD on ``range(P)`` when ``M`` is
+  SPD), so every iterate satisfies ``Zᵀ B z = 0``.
+
+Deflating every computed pair removes the eigenvalues nearest the shifts; for
+the ``k`` smallest (largest) pairs the projected operator is then definite.
+
+Stopping rule: the recurrence's residual estimate only decides when to look;
+convergence is declared on the **true** residual recomputed from scratch,
+``‖P_g (r_j - (A - λ_j B) y_j)‖ <= rtol ‖r_j‖`` (``P_g`` removes the cluster
+part, which no ``y`` can reach: the system is singular there), or, for
+systems so ill-conditioned that this is unattainable, at the rounding level of
+forming that residual, ``32 eps (‖A‖ + |λ_j| ‖B‖) ‖y_j‖`` with the norms
+estimated from the products MINRES computed. A column whose true residual is
+still too large restarts from it (iterative refinement).
+Running out of ``maxiter`` or stagnating raises :class:`eigrad.ConvergenceError`;
+the answer is never used silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from .._errors import ConvergenceError
+from ..operators import LinearOperator, OperatorSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class MinresInfo:
+    """What a failed solve had (``ConvergenceError.solution``).
+
+    Attributes
+    ----------
+    Y : Tensor (*batch, n, c)
+        The best iterate.
+    relative_residuals : Tensor (*batch, c)
+        ``‖P_g (r_j - (A - λ_j B) y_j)‖ / ‖r_j‖``.
+    n_iter : int
+        MINRES iterations (block operator applications).
+    """
+
+    Y: torch.Tensor
+    relative_residuals: torch.Tensor
+    n_iter: int
+
+
+#: residuals below ``_FLOOR · eps · (‖A‖ + |λ_j|‖B‖) · ‖y_j‖`` count as converged: that is the
+#: rounding level of computing ``r_j - (A - λ_j B) y_j`` itself (reached only by ill-conditioned
+#: systems, e.g. a guard eigenvalue 1e-6 above a wanted one, where ``rtol`` is unattainable)
+_FLOOR = 32
+
+
+def _dot(u, v):  # column-wise inner products (*b, n, c) -> (*b, c)
+    return (u * v).sum(-2)
+
+
+def _col(s):  # (*b, c) -> (*b, 1, c) to scale columns
+    return s.unsqueeze(-2)
+
+
+def preconditioner_apply(preconditioner) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``R -> M R`` for a callable, an operator or a dense matrix ``M`` (SPD)."""
+    if preconditioner is None:
+        return None
+    if isinstance(preconditioner, LinearOperator):
+        return preconditioner.matmat
+    if torch.is_tensor(preconditioner):
+        P = preconditioner
+        return lambda R: P @ R
+    if callable(preconditioner):
+        return preconditioner
+    raise TypeError(
+        f"preconditioner must be a callable R -> M R, an eigrad.LinearOperator or a dense tensor (SPD, "
+        f"approximating (A - σB)⁻¹); received {type(preconditioner).__name__}."
+    )
+
+
+class ProjectedMinres:
+    """Shifted solver over operators (the protocol of :mod:`eigrad.linsolve`).
+
+    Parameters
+    ----------
+    A, B : LinearOperator
+        ``B`` is ``None`` for the standard problem.
+    evals : Tensor (*batch, K) or None
+        Eigenvalues of the columns of ``X`` the solver will be called with;
+        needed for deflation (``deflate=True``).
+    rtol : float
+        Required true relative residual of every column.
+    maxiter : int, optional
+        Cap on MINRES iterations over all restarts; default ``max(10 n, 1000)``.
+    preconditioner : callable, LinearOperator or Tensor, optional
+        ``M ≈ (A - σB)⁻¹``, symmetric positive definite (one for all shifts).
+    deflate : bool
+        Deflate all computed eigenpairs outside each column's cluster.
+    max_restarts : int
+        Refinement rounds after the first solve.
+    """
+
+    def __init__(self, A, B=None, evals=None, *, rtol: float, maxiter: int | None = None,
+                 preconditioner=None, deflate: bool = True, max_restarts: int = 6):
+        self.A, self.B, self.evals = A, B, evals
+        self.rtol = float(rtol)
+        self.maxiter = maxiter if maxiter is not None else max(10 * A.n, 1000)
+        self.precond = preconditioner_apply(preconditioner)
+        self.deflate = deflate and evals is not None
+        self.max_restarts = max_restarts
+        self.n_iter = 0
+
+    # Operator pieces -------------------------------------------------------
+    def _K(self, V, shifts):  # (A - λ_j B) v_j for every column
+        AV = self.A.matmat(V)
+        BV = V if self.B is None else self.B.matmat(V)
+        # running estimate of ‖A‖ + |λ|‖B‖ (the scale of the rounding floor of a residual)
+        vn = torch.linalg.vector_norm(V, dim=-2)
+        size = torch.linalg.vector_norm(AV, dim=-2) + shifts.abs() * torch.linalg.vector_norm(BV, dim=-2)
+        ratio = torch.where(vn > 0, size / torch.where(vn > 0, vn, torch.ones_like(vn)), torch.zeros_like(vn))
+        if ratio.numel():
+            self._knorm = torch.maximum(self._knorm, ratio.amax())
+        return AV - BV * _col(shifts)
+
+    def __call__(self, R, shifts, X, M):  # R (*b,n,c), shifts (*b,c), X (*b,n,K), M (*b,K,c)
+        if R.dim() > 2 and X.dim() == 2 and len(self.A.shape) == 2:
+            # unbatched operator and eigenvectors: fold the batch of right-hand sides into columns
+            batch, (n, c) = R.shape[:-2], R.shape[-2:]
+            Rf = R.movedim(-2, 0).reshape(n, -1)
+            sf = shifts.expand(*batch, c).reshape(-1)
+            Mf = M.expand(*batch, *M.shape[-2:]).movedim(-2, 0).reshape(M.shape[-2], -1)
+            Y = self(Rf, sf, X, Mf)
+            return Y.reshape(n, *batch, c).movedim(0, -2)
+        with torch.no_grad():
+            self._knorm = torch.zeros((), dtype=R.dtype, device=R.device)
+            return self._solve(R, shifts, X, M)
+
+    def _solve(self, R, shifts, X, M):
+        dtype = R.dtype
+        BX = X if self.B is None else self.B.matmat(X)  # (*b, n, K)
+        Mg = M.to(dtype)
+        Mz = torch.ones_like(Mg) if self.deflate else Mg
+        mT = lambda t: t.transpose(-1, -2)  # noqa: E731
+        R = R - BX @ (Mg * (mT(X) @ R))  # P_g r: the caller's X_gᵀ r = 0, to rounding
+        rnorm = torch.linalg.vector_norm(R, dim=-2)  # (*b, c)
+        target = self.rtol * rnorm
+        Y = torch.zeros_like(R)
+        res, res_norm = R, rnorm
+        done = res_norm <= target
+        tau = torch.full_like(rnorm, 0.5 * self.rtol)
+        eps = torch.finfo(dtype).eps
+        iters, hit_max, stagnated = 0, False, False
+        for _ in range(self.max_restarts + 1):
+            cols = (~done).reshape(-1, done.shape[-1]).any(0).nonzero().flatten()
+            if cols.numel() == 0 or hit_max or stagnated:
+                break
+            sel = lambda t: t.index_select(-1, cols)  # noqa: E731
+            res_c = torch.where(_col(sel(done)), torch.zeros_like(sel(res)), sel(res))
+            dY, n_it, hit_max = self._deflated(res_c, sel(shifts), X, BX, sel(Mg), sel(Mz), sel(tau),
+                                               self.maxiter - iters)
+            iters += n_it
+            Yc = sel(Y) + dY
+            Y = Y.index_copy(-1, cols, Yc)
+            # the true residual, recomputed from scratch (never the recurrence's estimate)
+            new = sel(R) - self._K(Yc, sel(shifts))
+            new = new - BX @ (sel(Mg) * (mT(X) @ new))  # P_g (r - K y)
+            new_norm = torch.linalg.vector_norm(new, dim=-2)
+            # below the rounding floor of forming r - (A - λB) y no iteration can go
+            floor = _FLOOR * eps * self._knorm * torch.linalg.vector_norm(Yc, dim=-2)
+            target = target.index_copy(-1, cols, torch.maximum(sel(target), floor))
+            old_norm = sel(res_norm)
+            still = ~sel(done) & (new_norm > sel(target))
+            stagnated = bool((still & (new_norm > 0.5 * old_norm)).any())
+            res = res.index_copy(-1, cols, new)
+            res_norm = res_norm.index_copy(-1, cols, new_norm)
+            done = res_norm <= target
+            # tighten the inner tolerance of columns whose estimate was optimistic
+            ratio = (sel(target) / new_norm.clamp_min(torch.finfo(dtype).tiny)).clamp(max=1.0)
+            tau = tau.index_copy(-1, cols, (sel(tau) * 0.5 * ratio).clamp_min(4 * eps))
+        self.n_iter = iters
+        if not bool(done.all()):
+            rel = res_norm / rnorm.clamp_min(torch.finfo(dtype).tiny)
+            worst = float(rel.max())
+            why = (f"reached maxiter={self.maxiter}" if hit_max else
+                   "stagnated (the true residual stopped decreasing across restarts)")
+            raise ConvergenceError(
+                f"eigrad: the backward's MINRES solve of the shifted systems (A - λ_j B) y_j = r_j {why} "
+                f"after {iters} iterations: worst true relative residual {worst:.2e} > rtol={self.rtol:.1e} "
+                f"({int((~done).sum())} of {done.numel()} column(s) unconverged). The gradient was not "
+                "computed. Raise BackwardOptions(linsolve_maxiter=...), loosen linsolve_rtol, or pass "
+                "BackwardOptions(linsolve_preconditioner=...) (SPD, approximating (A - σB)⁻¹).",
+                MinresInfo(Y, rel, iters),
+            )
+        return Y - X @ (Mg * (mT(BX) @ Y))  # X_gᵀ B y = 0 (MATH.md: the answer must be projected)
+
+    def _deflated(self, Rr, shifts, X, BX, Mg, Mz, tau, budget):
+        """``y = Σ_{i∈Z∖g} x_i (x_iᵀ r)/(λ_i - λ_j) + z`` with ``z`` from projected MINRES."""
+        C = X.transpose(-1, -2) @ Rr  # (*b, K, c)
+        Y = torch.zeros_like(Rr)
+        if self.deflate:
+            outside = (Mz > 0) & (Mg == 0)
+            denom = self.evals.unsqueeze(-1) - shifts.unsqueeze(-2)  # λ_i - λ_j (*b, K, c)
+            safe = torch.where(outside, denom, torch.ones_like(denom))
+            Y = X @ torch.where(outside, C / safe, torch.zeros_like(C))
+        rhs = Rr - BX @ (Mz * C)  # P_Z r
+        Z, n_it, hit = self._minres(rhs, shifts, X, BX, Mz, tau, budget)
+        return Y + Z, n_it, hit
+
+    def _minres(self, b, shifts, X, BX, Mz, tau, budget):
+        """Lockstep preconditioned MINRES (Paige & Saunders), one recurrence per column."""
+        mT = lambda t: t.transpose(-1, -2)  # noqa: E731
+        P = lambda u: u - BX @ (Mz * (mT(X) @ u))  # noqa: E731  residual space
+        Pt = lambda u: u - X @ (Mz * (mT(BX) @ u))  # noqa: E731  solution space
+
+        def T(u):  # projected preconditioner Pᵀ M P
+            u = P(u)
+            return Pt(u if self.precond is None else self.precond(u))
+
+        dtype = b.dtype
+        eps = torch.finfo(dtype).eps
+        out = torch.zeros_like(b)
+        r1 = b
+        yv = T(r1)
+        beta1 = self._beta(r1, yv)
+        conv = beta1 == 0
+        cols = torch.arange(b.shape[-1], device=b.device)
+        z = torch.zeros_like(b)
+        s = dict(r1=r1, r2=r1, yv=yv, w=z, w2=z, x=z, beta=beta1, beta1=beta1, oldb=torch.zeros_like(beta1),
+                 dbar=torch.zeros_like(beta1), epsln=torch.zeros_like(beta1), phibar=beta1,
+                 cs=-torch.ones_like(beta1), sn=torch.zeros_like(beta1), shifts=shifts, tau=tau, conv=conv,
+                 Mz=Mz)
+        itn = 0
+        while True:
+            keep = (~s["conv"]).reshape(-1, s["conv"].shape[-1]).any(0)
+            if not bool(keep.all()):  # drop the columns converged in every batch element
+                out = out.index_copy(-1, cols[~keep], s["x"][..., ~keep])
+                cols = cols[keep]
+                s = {key: v[..., keep] for key, v in s.items()}
+            if cols.numel() == 0 or itn >= budget:
+                break
+            itn += 1
+            Mz_c = s["Mz"]
+            P = lambda u: u - BX @ (Mz_c * (mT(X) @ u))  # noqa: E731
+            Pt = lambda u: u - X @ (Mz_c * (mT(BX) @ u))  # noqa: E731
+            beta, oldb = s["beta"], s["oldb"]
+            inv = torch.where(beta > 0, 1.0 / torch.where(beta > 0, beta, torch.ones_like(beta)), torch.zeros_like(beta))
+            v = s["yv"] * _col(inv)
+            y = P(self._K(Pt(v), s["shifts"]))  # P K Pᵀ v
+            ratio = torch.where(oldb > 0, beta / torch.where(oldb > 0, oldb, torch.ones_like(oldb)), torch.zeros_like(oldb))
+            y = y - s["r1"] * _col(ratio)
+            alfa = _dot(v, y)
+            y = y - s["r2"] * _col(alfa * inv)
+            r1, r2 = s["r2"], y
+            u = P(r2)
+            yv = Pt(u if self.precond is None else self.precond(u))
+            oldb = beta
+            beta = self._beta(r2, yv)
+            oldeps = s["epsln"]
+            delta = s["cs"] * s["dbar"] + s["sn"] * alfa
+            gbar = s["sn"] * s["dbar"] - s["cs"] * alfa
+            epsln = s["sn"] * beta
+            dbar = -s["cs"] * beta
+            gamma = torch.hypot(gbar, beta).clamp_min(eps)
+            cs, sn = gbar / gamma, beta / gamma
+            phi = cs * s["phibar"]
+            phibar = sn * s["phibar"]
+            w1, w2 = s["w2"], s["w"]
+            w = (v - w1 * _col(oldeps) - w2 * _col(delta)) * _col(1.0 / gamma)
+            frozen = _col(s["conv"])
+            x = torch.where(frozen, s["x"], s["x"] + w * _col(phi))
+            conv = s["conv"] | (phibar.abs() <= s["tau"] * s["beta1"]) | (beta == 0)
+            s.update(r1=r1, r2=r2, yv=yv, w=w, w2=w2, x=x, beta=beta, oldb=oldb, dbar=dbar, epsln=epsln,
+                     phibar=phibar, cs=cs, sn=sn, conv=conv)
+        if cols.numel():
+            out = out.index_copy(-1, cols, s["x"])
+        return out, itn, cols.numel() > 0
+
+    def _beta(self, r, yv):
+        b2 = _dot(r, yv)
+        eps = torch.finfo(r.dtype).eps
+        scale = torch.linalg.vector_norm(r, dim=-2) * torch.linalg.vector_norm(yv, dim=-2)
+        if bool((b2 < -1e3 * eps * scale).any()):
+            raise ValueError(
+                "the backward's preconditioner is not positive definite (rᵀ M r < 0 for a residual r); "
+                "MINRES needs a symmetric positive definite M approximating (A - σB)⁻¹. Pass an SPD "
+                "preconditioner in BackwardOptions(linsolve_preconditioner=...), or None."
+            )
+        return torch.sqrt(b2.clamp_min(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class MinresFactory:
+    """Builds :class:`ProjectedMinres` over operators rebuilt from saved tensors.
+
+    Called as ``factory(tensors, atol, rtol)`` (the handle-factory signature)
+    with ``tensors = (*A_tensors, *B_tensors, evals)``; ``atol``/``rtol`` are
+    the degeneracy tolerances (unused: clusters arrive as the mask ``M``).
+    The factory holds only specs and options, never tensors.
+    """
+
+    spec_A: OperatorSpec
+    n_A: int
+    spec_B: OperatorSpec | None
+    rtol: float
+    maxiter: int | None = None
+    preconditioner: object | None = None
+    deflate: bool = True
+
+    def __call__(self, tensors, atol=None, rtol=None) -> ProjectedMinres:
+        tensors = tuple(tensors)
+        A = self.spec_A.rebuild(tensors[: self.n_A])
+        B = None if self.spec_B is None else self.spec_B.rebuild(tensors[self.n_A : -1])
+        return ProjectedMinres(A, B, tensors[-1], rtol=self.rtol, maxiter=self.maxiter,
+                               preconditioner=self.preconditioner, deflate=self.deflate)
