@@ -165,6 +165,18 @@ def test_partial_value_and_float32():
     assert torch.allclose(eigrad.sqrtm(A32).double(), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_float32_gradient_matches_float64():
+    A, _ = planted([1.0, 1.0, 1.0, 2.0, 3.0, 4.0], seed=22)
+    W = torch.randn(6, 6, dtype=DT, generator=torch.Generator().manual_seed(1))
+    for k in (None, 3):
+        grads = []
+        for dt in (torch.float32, DT):
+            a = A.to(dt).clone().requires_grad_(True)
+            grads.append(torch.autograd.grad((W.to(dt) * eigrad.funm(a, torch.sin, k)).sum(), a)[0].double())
+        err = float((grads[0] - grads[1]).abs().max() / grads[1].abs().max())
+        assert err < 1e-5, f"k={k}: float32 vs float64 relative error {err:.1e}"
+
+
 # --- divided differences ----------------------------------------------------------------
 
 _MP = {
