@@ -1,0 +1,88 @@
+"""``solver="auto"`` for operators, and :func:`run_solver`, the entry point the API calls.
+
+Choice table (first matching row wins), from ``benchmarks/matrix_free.py``:
+
+=====================================================  ======================
+operator                                               solver
+=====================================================  ======================
+batched (leading dimensions) or not on the CPU         ``LOBPCG``
+a ``preconditioner`` or a mass matrix ``B`` is given   ``Primme`` if installed, else ``LOBPCG``
+CPU, one standard problem, no preconditioner           ``Arpack``
+=====================================================  ======================
+
+ARPACK was the fastest CPU solver without a preconditioner at every size
+measured (LOBPCG needs several times more dense work per operator
+application); ARPACK cannot use a preconditioner, and PRIMME uses it best.
+For ``A x = λ B x`` ARPACK needs a solve with ``B`` per Lanczos step (inner
+CG), which PRIMME and LOBPCG avoid. On
+a GPU, or for a batch of problems, the torch-native LOBPCG keeps everything
+on the device in batched kernels. Tiny problems (``k + n_guard`` close to
+``n``) are solved densely by every solver.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ._arpack import Arpack
+from ._lobpcg import LOBPCG
+from ._primme import Primme
+
+#: solver names accepted by :func:`run_solver` (besides ``"auto"``)
+ITERATIVE_SOLVERS = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG}
+
+
+def primme_available() -> bool:
+    return importlib.util.find_spec("primme") is not None
+
+
+def choose_solver(A, B=None, preconditioner=None):
+    """The solver ``solver="auto"`` picks for operator ``A`` (see the module's table)."""
+    batched = len(A.shape) > 2 or (B is not None and len(B.shape) > 2)
+    if batched or A.device.type != "cpu":
+        return LOBPCG()
+    if preconditioner is not None or B is not None:
+        return Primme() if primme_available() else LOBPCG()
+    return Arpack()
+
+
+def resolve_solver(solver, A, B=None, preconditioner=None):
+    """A solver instance from a name (``"auto"``, ``"arpack"``, ``"primme"``, ``"lobpcg"``) or an instance."""
+    if isinstance(solver, str):
+        if solver == "auto":
+            return choose_solver(A, B, preconditioner)
+        if solver in ITERATIVE_SOLVERS:
+            return ITERATIVE_SOLVERS[solver]()
+        raise ValueError(
+            f"solver={solver!r} is not an iterative eigensolver; pass one of 'auto', "
+            + ", ".join(repr(s) for s in ITERATIVE_SOLVERS)
+            + ", or a solver instance such as eigrad.eigensolvers.LOBPCG(rtol=1e-10)."
+        )
+    if callable(solver) and hasattr(solver, "handle_factory"):
+        return solver
+    raise TypeError(
+        f"solver must be a name or an eigrad eigensolver instance; received {type(solver).__name__}."
+    )
+
+
+def run_solver(solver, A, k: int, *, B=None, largest: bool = False, X0=None, preconditioner=None, n_guard: int = 0):
+    """Run an eigensolver on operators and return its :class:`EigSolution`.
+
+    Parameters
+    ----------
+    solver : str or eigensolver instance
+        ``"auto"`` (module table), ``"arpack"``, ``"primme"``, ``"lobpcg"``,
+        or an instance (e.g. ``LOBPCG(rtol=1e-10, block_size=24)``).
+    A, B : LinearOperator
+        ``B`` symmetric positive definite, or None.
+    k, largest, X0, preconditioner, n_guard
+        As in the eigensolver protocol (``eigensolvers/_base.py``).
+
+    Raises
+    ------
+    eigrad.ConvergenceError
+        When the solver misses its tolerance under ``on_failure="raise"``
+        (the default); ``error.solution`` holds the best iterate.
+    """
+    s = resolve_solver(solver, A, B, preconditioner)
+    return s(A, k, B=B, largest=largest, X0=X0, preconditioner=preconditioner, n_guard=n_guard)

@@ -1,0 +1,159 @@
+"""PRIMME (``primme.eigsh``, optional dependency: ``pip install primme``) over any LinearOperator.
+
+PRIMME's Davidson-type methods (GD+k, JDQMR) use a preconditioner well and
+handle ``A x = λ B x`` natively (B-orthogonal bases, no solves with ``B``).
+The operator is applied in torch and the vectors cross to numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from ._iterative import (
+    NumpyBridge,
+    as_apply,
+    dense_fallback,
+    finish,
+    make_solution,
+    relative_residuals,
+    true_residuals,
+)
+from ._options import IterativeOptions, check_positive_int
+
+
+class _CallableOperator:
+    """A preconditioner callable with the attributes :class:`NumpyBridge` needs."""
+
+    def __init__(self, apply, like):
+        self.matmat = apply
+        self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
+
+
+def _import_primme():
+    try:
+        import primme
+    except ImportError as err:
+        raise ImportError(
+            "solver='primme' needs the optional package primme: pip install primme "
+            "(or pip install 'eigrad[primme]'; building it needs BLAS/LAPACK headers). "
+            "Without it, pass solver='lobpcg' (any preconditioner) or solver='arpack'."
+        ) from err
+    return primme
+
+
+@dataclasses.dataclass(frozen=True)
+class Primme(IterativeOptions):
+    """PRIMME's ``eigsh`` (``which="SA"/"LA"``), preconditioned and generalized.
+
+    Parameters
+    ----------
+    rtol, maxiter, on_failure, seed
+        See :class:`IterativeOptions`; ``maxiter`` counts PRIMME's outer
+        iterations (``None``: no cap besides ``max_matvecs``). PRIMME stops on
+        ``rtol / 2`` of the criterion of :class:`IterativeOptions` (through
+        its ``convtest`` hook), then the true residuals are checked against
+        ``rtol``.
+    method : str or None
+        A PRIMME preset, e.g. ``"PRIMME_DEFAULT_MIN_TIME"`` (JDQMR),
+        ``"PRIMME_DEFAULT_MIN_MATVECS"`` (GD+k), ``"PRIMME_LOBPCG_OrthoBasis"``;
+        ``None``: PRIMME's dynamic choice.
+    ncv : int or None
+        Maximum basis size (PRIMME's ``maxBasisSize``).
+    block_size : int or None
+        Maximum block size (``maxBlockSize``).
+    max_matvecs : int or None
+        Cap on operator applications.
+
+    Notes
+    -----
+    One problem at a time (no batch dimensions). ``preconditioner`` should
+    approximate ``(A − σB)⁻¹`` near the wanted eigenvalues (PRIMME's
+    ``OPinv``). ``X0 (n, j)`` gives up to ``k + n_guard`` initial guesses.
+    """
+
+    method: str | None = None
+    ncv: int | None = None
+    block_size: int | None = None
+    max_matvecs: int | None = None
+
+    handle_factory = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_positive_int(self, "ncv", self.ncv, 2)
+        check_positive_int(self, "block_size", self.block_size)
+        check_positive_int(self, "max_matvecs", self.max_matvecs)
+        if self.method is not None and not isinstance(self.method, str):
+            raise TypeError(f"Primme(method={self.method!r}) must be a PRIMME preset name (str) or None.")
+
+    def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
+        primme = _import_primme()
+        if len(A.shape) != 2:
+            raise ValueError(
+                f"solver='primme' solves one problem at a time; received an operator of shape {tuple(A.shape)}. "
+                "Pass solver='lobpcg' for batched operators."
+            )
+        n = A.shape[-1]
+        g = max(0, min(n_guard, n - k))
+        m = k + g
+        if 3 * m > n:
+            return dense_fallback(A, B, k, g, largest)
+        dtype, device = A.dtype, A.device
+        rtol = self.resolved_rtol(dtype)
+        eps = torch.finfo(dtype).eps
+        bridge = NumpyBridge(A)
+        kwargs = {}
+        if B is not None:
+            kwargs["M"] = NumpyBridge(B).linop
+        T = as_apply(preconditioner, "Primme")
+        if T is not None:
+            kwargs["OPinv"] = NumpyBridge(_CallableOperator(T, A)).linop
+        if X0 is not None:
+            kwargs["v0"] = np.asfortranarray(X0.detach().reshape(n, -1)[:, :m].cpu().numpy())
+        if self.method is not None:
+            kwargs["method"] = self.method
+        if self.ncv is not None:
+            kwargs["ncv"] = self.ncv
+        if self.block_size is not None:
+            kwargs["maxBlockSize"] = self.block_size
+        if self.max_matvecs is not None:
+            kwargs["maxiter"] = self.max_matvecs  # primme.eigsh's maxiter caps matvecs
+        if self.maxiter is not None:
+            kwargs["maxOuterIterations"] = self.maxiter
+
+        seen = {"nu": 0.0, "bnorm": 1.0}
+
+        def convtest(eval_, evec, res_norm):  # the criterion of _options at rtol / 2
+            if eval_ is None or res_norm is None:
+                return False
+            seen["nu"] = max(seen["nu"], abs(eval_))
+            if B is not None and evec is not None:
+                x = torch.from_numpy(np.ascontiguousarray(evec).reshape(n, 1)).to(device, dtype)
+                seen["bnorm"] = float(torch.linalg.vector_norm(B.matmat(x)))
+            floor = eps**0.25 * seen["nu"]
+            return res_norm <= 0.5 * rtol * max(abs(eval_), floor) * seen["bnorm"]
+
+        vals, vecs, stats = primme.eigsh(
+            bridge.linop, m, which="LA" if largest else "SA", tol=0.5 * rtol, convtest=convtest,
+            return_stats=True, return_unconverged=True, raise_for_unconverged=False, **kwargs,
+        )
+        order = np.argsort(vals)
+        vals_t = torch.from_numpy(np.ascontiguousarray(vals[order])).to(device, dtype)
+        X = torch.from_numpy(np.ascontiguousarray(vecs[:, order])).to(device, dtype)
+        rnorm, bxnorm = true_residuals(A, B, X, vals_t)
+        nu = max(float(vals_t.abs().max()), float(stats.get("estimateLargestSVal", 0.0) or 0.0))
+        rho = relative_residuals(rnorm, vals_t, bxnorm, nu)
+        sol = make_solution(
+            vals_t, X, rnorm, k, g, largest, n_iter=int(stats["numOuterIterations"]), status="converged",
+            n_matvec=bridge.count + m, scale=vals_t.abs().amax(),
+        )
+        cap = []
+        if self.maxiter is not None:
+            cap.append(f"maxiter={self.maxiter}")
+        if self.max_matvecs is not None:
+            cap.append(f"max_matvecs={self.max_matvecs}")
+        reason = "PRIMME stopped" + (f" at {' / '.join(cap)}" if cap else "")
+        return finish(sol, rho, rtol, self.on_failure, "Primme", reason)
