@@ -295,5 +295,7 @@ def invariant_loss(
     loss = (L**2 + torch.sin(L)).sum()
     for g, pos in enumerate(clusters):
         Xg = X[..., list(pos)]
-        loss = loss + (W * (Xg @ Xg.transpose(-1, -2))).sum() / (1.0 + g)
+        # weight W, not the 0-dim sum: torch.func.jvp promotes the tangent of a 0-dim tensor times
+        # a Python float to float64 (PyTorch 2.13), which would break float32 checks
+        loss = loss + ((W / (1.0 + g)) * (Xg @ Xg.transpose(-1, -2))).sum()
     return loss
