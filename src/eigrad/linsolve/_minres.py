@@ -62,6 +62,8 @@ class MinresInfo:
 #: rounding level of computing ``r_j - (A - λ_j B) y_j`` itself (reached only by ill-conditioned
 #: systems, e.g. a guard eigenvalue 1e-6 above a wanted one, where ``rtol`` is unattainable)
 _FLOOR = 32
+#: the first Lanczos vectors (rich in high frequencies) estimate ‖A‖ + |λ|‖B‖; later ones add little
+_NORM_ITERS = 20
 
 
 def _dot(u, v):  # column-wise inner products (*b, n, c) -> (*b, c)
@@ -122,9 +124,11 @@ class ProjectedMinres:
         self.n_iter = 0
 
     # Operator pieces -------------------------------------------------------
-    def _K(self, V, shifts):  # (A - λ_j B) v_j for every column
+    def _K(self, V, shifts, track=True):  # (A - λ_j B) v_j for every column
         AV = self.A.matmat(V)
         BV = V if self.B is None else self.B.matmat(V)
+        if not track:
+            return AV - BV * _col(shifts)
         # running estimate of ‖A‖ + |λ|‖B‖ (the scale of the rounding floor of a residual)
         vn = torch.linalg.vector_norm(V, dim=-2)
         size = torch.linalg.vector_norm(AV, dim=-2) + shifts.abs() * torch.linalg.vector_norm(BV, dim=-2)
@@ -215,31 +219,43 @@ class ProjectedMinres:
             Y = X @ torch.where(outside, C / safe, torch.zeros_like(C))
         rhs = Rr - BX @ (Mz * C)  # P_Z r
         Z, n_it, hit = self._minres(rhs, shifts, X, BX, Mz, tau, budget)
+        # Zᵀ B z = 0: with T = I the iterates may pick up rounding along the deflated directions,
+        # which P K hides from the recurrence; remove them once here
+        Z = Z - X @ (Mz * (X.transpose(-1, -2) @ Z)) if self.B is None else Z
         return Y + Z, n_it, hit
 
     def _minres(self, b, shifts, X, BX, Mz, tau, budget):
-        """Lockstep preconditioned MINRES (Paige & Saunders), one recurrence per column."""
+        """Lockstep preconditioned MINRES (Paige & Saunders), one recurrence per column.
+
+        ``b`` lies in ``range(P)``. Residual-space vectors (``r1``, ``r2``) stay
+        there, solution-space vectors (``v``, ``w``, ``x``) in ``range(Pᵀ)``, so
+        each iteration projects twice at most: ``P`` on the new Lanczos vector
+        (the computed eigenvectors are not exact, and rounding must not
+        accumulate along ``B Z``) and ``Pᵀ`` in the preconditioner
+        ``T = Pᵀ M P`` (skipped when ``B = I`` and ``M = I``: then ``T r = r``).
+        """
         mT = lambda t: t.transpose(-1, -2)  # noqa: E731
-        P = lambda u: u - BX @ (Mz * (mT(X) @ u))  # noqa: E731  residual space
-        Pt = lambda u: u - X @ (Mz * (mT(BX) @ u))  # noqa: E731  solution space
-
-        def T(u):  # projected preconditioner Pᵀ M P
-            u = P(u)
-            return Pt(u if self.precond is None else self.precond(u))
-
         dtype = b.dtype
         eps = torch.finfo(dtype).eps
+        identity_T = self.precond is None and self.B is None
+
+        def T(u, Mzc):  # Pᵀ M P u for u in range(P)
+            if identity_T:
+                return u
+            if self.precond is not None:
+                u = self.precond(u)
+            return u - X @ (Mzc * (mT(BX) @ u))
+
         out = torch.zeros_like(b)
-        r1 = b
-        yv = T(r1)
-        beta1 = self._beta(r1, yv)
+        yv = T(b, Mz)
+        beta1 = self._beta(b, yv)
         conv = beta1 == 0
         cols = torch.arange(b.shape[-1], device=b.device)
         z = torch.zeros_like(b)
-        s = dict(r1=r1, r2=r1, yv=yv, w=z, w2=z, x=z, beta=beta1, beta1=beta1, oldb=torch.zeros_like(beta1),
-                 dbar=torch.zeros_like(beta1), epsln=torch.zeros_like(beta1), phibar=beta1,
-                 cs=-torch.ones_like(beta1), sn=torch.zeros_like(beta1), shifts=shifts, tau=tau, conv=conv,
-                 Mz=Mz)
+        zero = torch.zeros_like(beta1)
+        s = dict(r1=b, r2=b, yv=yv, w=z, w2=z, x=z, beta=beta1, beta1=beta1, oldb=zero, dbar=zero,
+                 epsln=zero, phibar=beta1, cs=-torch.ones_like(beta1), sn=zero, shifts=shifts, tau=tau,
+                 conv=conv, Mz=Mz)
         itn = 0
         while True:
             keep = (~s["conv"]).reshape(-1, s["conv"].shape[-1]).any(0)
@@ -250,20 +266,20 @@ class ProjectedMinres:
             if cols.numel() == 0 or itn >= budget:
                 break
             itn += 1
-            Mz_c = s["Mz"]
-            P = lambda u: u - BX @ (Mz_c * (mT(X) @ u))  # noqa: E731
-            Pt = lambda u: u - X @ (Mz_c * (mT(BX) @ u))  # noqa: E731
+            Mzc = s["Mz"]
             beta, oldb = s["beta"], s["oldb"]
-            inv = torch.where(beta > 0, 1.0 / torch.where(beta > 0, beta, torch.ones_like(beta)), torch.zeros_like(beta))
+            inv = torch.where(beta > 0, 1.0 / torch.where(beta > 0, beta, torch.ones_like(beta)), zero[..., :1])
             v = s["yv"] * _col(inv)
-            y = P(self._K(Pt(v), s["shifts"]))  # P K Pᵀ v
-            ratio = torch.where(oldb > 0, beta / torch.where(oldb > 0, oldb, torch.ones_like(oldb)), torch.zeros_like(oldb))
+            y = self._K(v, s["shifts"], track=itn <= _NORM_ITERS)
+            ratio = torch.where(oldb > 0, beta / torch.where(oldb > 0, oldb, torch.ones_like(oldb)), zero[..., :1])
             y = y - s["r1"] * _col(ratio)
-            alfa = _dot(v, y)
+            alfa = _dot(v, y)  # = vᵀ P K v for v in range(Pᵀ)
             y = y - s["r2"] * _col(alfa * inv)
+            # one projection of the new Lanczos vector keeps every residual-space vector in range(P):
+            # P (K v - c₁ r₁ - c₂ r₂) = P K v - c₁ r₁ - c₂ r₂, and rounding along B Z never accumulates
+            y = y - BX @ (Mzc * (mT(X) @ y))
             r1, r2 = s["r2"], y
-            u = P(r2)
-            yv = Pt(u if self.precond is None else self.precond(u))
+            yv = T(r2, Mzc)
             oldb = beta
             beta = self._beta(r2, yv)
             oldeps = s["epsln"]
@@ -277,8 +293,7 @@ class ProjectedMinres:
             phibar = sn * s["phibar"]
             w1, w2 = s["w2"], s["w"]
             w = (v - w1 * _col(oldeps) - w2 * _col(delta)) * _col(1.0 / gamma)
-            frozen = _col(s["conv"])
-            x = torch.where(frozen, s["x"], s["x"] + w * _col(phi))
+            x = torch.where(_col(s["conv"]), s["x"], s["x"] + w * _col(phi))
             conv = s["conv"] | (phibar.abs() <= s["tau"] * s["beta1"]) | (beta == 0)
             s.update(r1=r1, r2=r2, yv=yv, w=w, w2=w2, x=x, beta=beta, oldb=oldb, dbar=dbar, epsln=epsln,
                      phibar=phibar, cs=cs, sn=sn, conv=conv)
@@ -288,6 +303,8 @@ class ProjectedMinres:
 
     def _beta(self, r, yv):
         b2 = _dot(r, yv)
+        if self.precond is None:  # rᵀ Pᵀ r = ‖r‖² for r in range(P)
+            return torch.sqrt(b2.clamp_min(0))
         eps = torch.finfo(r.dtype).eps
         scale = torch.linalg.vector_norm(r, dim=-2) * torch.linalg.vector_norm(yv, dim=-2)
         if bool((b2 < -1e3 * eps * scale).any()):

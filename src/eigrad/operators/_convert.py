@@ -52,7 +52,8 @@ def as_operator(A, *, name: str = "A") -> LinearOperator:
     raise TypeError(
         f"{name} must be a torch.Tensor (dense, sparse COO or CSR), a scipy.sparse matrix, a "
         f"scipy.sparse.linalg.LinearOperator or an eigrad.LinearOperator; received {type(A).__name__}. "
-        "Wrap a function X -> A X as eigrad.FunctionOperator(matmat, params, shape)."
+        f"Convert arrays with torch.as_tensor({name}, dtype=torch.float64); wrap a function X -> A X as "
+        "eigrad.FunctionOperator(matmat, params, shape)."
     )
 
 
