@@ -12,7 +12,10 @@ import torch
 from ._options import BackwardOptions
 from ._validation import check_dense_matrix, check_k, check_pair
 from .autodiff._dense_function import DenseEig
+from .autodiff._operator_function import OperatorConfig, OperatorEig
 from .eigensolvers import DenseEigh, LapackSubset
+from .eigensolvers._materialize import Materialized
+from .operators import LinearOperator, as_operator
 
 
 class EigResult(NamedTuple):
@@ -59,12 +62,86 @@ def _dense_solver(solver, A, n: int, k: int):
     raise TypeError(f"solver must be a name or an eigrad eigensolver; received {type(solver).__name__}.")
 
 
+#: operators up to this size are materialized by solver="auto" (a dense eigh is then
+#: cheaper than an iterative solve, and the backward reuses the exact eigenbasis)
+_MATERIALIZE_MAX_N = 200
+_MATERIALIZED = {"dense": DenseEigh, "lapack": LapackSubset}
+
+
+def _iterative_solvers():
+    """``eigensolvers._auto`` (the iterative solvers and their choice table), or None in a build without it."""
+    try:
+        from .eigensolvers import _auto
+    except ImportError:
+        return None
+    return _auto
+
+
+def _is_dense_tensor(M) -> bool:
+    return torch.is_tensor(M) and M.layout == torch.strided
+
+
+def _operator_solver(solver, A: LinearOperator, B, n: int, preconditioner):
+    """The eigensolver for operator inputs; dense solvers run on the materialized matrix."""
+    if isinstance(solver, (DenseEigh, LapackSubset)):
+        return Materialized(solver)
+    if not isinstance(solver, str):
+        if callable(solver) and hasattr(solver, "handle_factory"):
+            return solver
+        raise TypeError(f"solver must be a name or an eigrad eigensolver; received {type(solver).__name__}.")
+    if solver in _MATERIALIZED:
+        return Materialized(_MATERIALIZED[solver]())
+    auto = _iterative_solvers()
+    names = tuple(auto.ITERATIVE_SOLVERS) if auto is not None else ()
+    if solver != "auto" and solver not in names:
+        raise ValueError(
+            f"solver={solver!r} is not an eigensolver for operators; pass one of 'auto', 'dense', 'lapack'"
+            + "".join(f", {s!r}" for s in names)
+            + "."
+        )
+    if solver == "auto" and (n <= _MATERIALIZE_MAX_N or auto is None):
+        return Materialized(DenseEigh())
+    return auto.resolve_solver(solver, A, B, preconditioner)
+
+
+def _check_operator_pair(A: LinearOperator, B: LinearOperator | None) -> None:
+    if B is None:
+        return
+    if B.n != A.n:
+        raise ValueError(f"B has shape {tuple(B.shape)} but A has shape {tuple(A.shape)}; B must be (n, n) with n = {A.n}.")
+    if B.dtype != A.dtype:
+        raise TypeError(f"A has dtype {A.dtype} but B has dtype {B.dtype}; convert one, e.g. B.to(A.dtype).")
+    if B.device != A.device:
+        raise ValueError(f"A is on {A.device} but B is on {B.device}; move them to one device.")
+
+
+def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts) -> "EigResult":
+    """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
+    Aop = as_operator(A, name="A")
+    Bop = None if B is None else as_operator(B, name="B")
+    _check_operator_pair(Aop, Bop)
+    n = Aop.n
+    k = check_k(k, n)
+    if X0 is not None and (not torch.is_tensor(X0) or X0.dim() < 2 or X0.shape[-2] != n):
+        raise ValueError(
+            f"X0 must be a tensor of shape (n, m) = ({n}, m) of starting vectors; received "
+            f"{tuple(X0.shape) if torch.is_tensor(X0) else type(X0).__name__}."
+        )
+    s = _operator_solver(solver, Aop, Bop, n, preconditioner)
+    tA, spec_A = Aop.flatten()
+    tB, spec_B = ((), None) if Bop is None else Bop.flatten()
+    cfg = OperatorConfig(k, largest, s, opts, spec_A, len(tA), spec_B,
+                         None if X0 is None else X0.detach(), preconditioner)
+    out = OperatorEig.apply(cfg, *tA, *tB)
+    return EigResult(out[0], out[1])
+
+
 def _check_dense_inputs(A, B):
     check_dense_matrix("A", A)
     if A.is_sparse or A.layout != torch.strided:
         raise TypeError(
-            f"A has layout {A.layout}; sparse matrices need the operator path (eigrad.eigsh with "
-            "matrix-free solvers), not available in this build."
+            f"A has layout {A.layout}; eigrad.eigh takes dense matrices. For a sparse matrix or an "
+            "operator call eigrad.eigsh(A, k), which accepts them."
         )
     if B is not None:
         check_dense_matrix("B", B)
@@ -104,10 +181,10 @@ def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOp
 
 
 def eigsh(
-    A: torch.Tensor,
+    A,
     k: int,
     *,
-    B: torch.Tensor | None = None,
+    B=None,
     largest: bool = False,
     solver: str = "auto",
     X0: torch.Tensor | None = None,
@@ -118,24 +195,40 @@ def eigsh(
 
     Parameters
     ----------
-    A : Tensor (*batch, n, n)
-        Real symmetric, float32 or float64.
+    A : Tensor, sparse Tensor, LinearOperator, scipy.sparse matrix
+        Real symmetric, float32 or float64: a dense ``(*batch, n, n)``
+        tensor, a torch sparse COO/CSR ``(n, n)`` tensor (gradient to its
+        stored values), an :class:`eigrad.LinearOperator` such as
+        :class:`eigrad.FunctionOperator` or :class:`eigrad.ModuleOperator`
+        (gradient to its parameters), or a ``scipy.sparse`` matrix /
+        ``scipy.sparse.linalg.LinearOperator`` (no gradient).
     k : int
         Number of eigenpairs, ``1 <= k <= n``.
-    B : Tensor (*batch, n, n), optional
+    B : same kinds as ``A``, optional
         Symmetric positive definite; ``None`` for the standard problem.
     largest : bool
         ``False``: the k smallest; ``True``: the k largest. Eigenvalues are
         returned in ascending order in both cases.
-    solver : {"auto", "lapack", "dense"}
-        ``"lapack"``: LAPACK's subset route on the CPU (tridiagonal reduction
-        kept for the backward); ``"dense"``: ``torch.linalg.eigh`` (any
-        device, batched). ``"auto"`` takes ``"lapack"`` on the CPU for
-        ``n >= 160`` and ``k <= 0.2 n``, else ``"dense"``.
-    X0, preconditioner : ignored by the dense solvers
-        Accepted for a uniform signature with iterative solvers.
+    solver : str or eigensolver
+        Dense tensors: ``"lapack"`` (LAPACK's subset route on the CPU,
+        tridiagonal reduction kept for the backward), ``"dense"``
+        (``torch.linalg.eigh``, any device, batched); ``"auto"`` takes
+        ``"lapack"`` on the CPU for ``n >= 160`` and ``k <= 0.2 n``, else
+        ``"dense"``. Operators (sparse, matrix-free): the iterative solvers
+        ``"arpack"``, ``"primme"``, ``"lobpcg"`` where available, or
+        ``"dense"``/``"lapack"`` on the materialized matrix; ``"auto"``
+        materializes for ``n <= 200`` and otherwise takes ARPACK on the CPU,
+        LOBPCG elsewhere. An eigensolver instance may be passed instead.
+    X0 : Tensor (n, m), optional
+        Starting vectors for iterative solvers; ignored by the dense ones.
+    preconditioner : callable, LinearOperator or Tensor, optional
+        For iterative solvers (``X -> T X``, SPD, approximating
+        ``(A - σB)⁻¹``); ignored by the dense ones. The backward's shifted
+        solves take theirs from ``BackwardOptions(linsolve_preconditioner=)``.
     backward : BackwardOptions, optional
-        Degeneracy tolerances, gauge policy, number of guard eigenvalues.
+        Degeneracy tolerances, gauge policy, number of guard eigenvalues, and
+        for operators the backward's MINRES tolerance, iteration cap and
+        preconditioner.
 
     Returns
     -------
@@ -148,10 +241,18 @@ def eigsh(
     degenerate cluster cut by ``k``; derivatives through a cut cluster do not
     exist and are reported by the gauge policy with the ``k`` values that
     would keep the cluster whole.
+
+    For operators the backward solves the k shifted systems of MATH.md with
+    projected block MINRES (unless the forward solver left an exact
+    eigenbasis), checked on the true residual; a solve that does not reach
+    ``linsolve_rtol`` raises :class:`eigrad.ConvergenceError`. The gradient
+    reaches the operators' tensors through one VJP of ``θ ↦ A(θ) X``.
     """
-    _check_dense_inputs(A, B)
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
+    if not _is_dense_tensor(A) or (B is not None and not _is_dense_tensor(B)):
+        return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward))
+    _check_dense_inputs(A, B)
     n = A.shape[-1]
     k = check_k(k, n)
     opts = _backward_options(backward)

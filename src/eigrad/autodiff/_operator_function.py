@@ -1,0 +1,240 @@
+"""The autograd Function for operators ``A(θ)``, ``B(φ)`` (sparse, matrix-free, modules).
+
+Like :mod:`._dense_function`, but the differentiable inputs are the
+operators' flattened tensors (``op.flatten() -> (tensors, spec)``); inside,
+``spec.rebuild(tensors)`` gives the operator back. The operator object itself
+is never kept on ``ctx``: only its spec (no tensors) and, with
+``save_for_backward``, its tensors.
+
+Reverse mode (MATH.md, "Reverse mode (VJP)"): ``vjp_terms`` gives ``L_A``,
+``L_B``; then ``θ̄ = A.bilinear_vjp(L_A, X)`` and ``φ̄ = B.bilinear_vjp(L_B, X)``,
+one VJP of the matrix-free product each, never an n×n matrix. Forward mode:
+``A' X = A.tangent_matmat(θ', X)`` into ``jvp_terms``. The shifted solves use
+the forward solver's handle when it has one (a dense eigenbasis), else
+projected block MINRES over the operators rebuilt from the saved tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .._options import BackwardOptions
+from ..linsolve._minres import MinresFactory
+from ..operators import DenseOperator, OperatorSpec
+from ..operators._sparse import SparseOperator
+from ._checks import check_existence
+from ._clusters import cluster_mask
+from ._dense_function import _pad
+from ._forward import solve_with_guards
+from ._formulas import jvp_terms, vjp_terms
+from ._solve_fn import ShiftedSolve, first_order_only
+
+N_AUX = 6  # LE, XE, labels, cut, BXE, atol
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    """The non-tensor inputs of :class:`OperatorEig` (never stored on ``ctx``)."""
+
+    k: int
+    largest: bool
+    solver: object
+    opts: BackwardOptions
+    spec_A: OperatorSpec
+    n_A: int
+    spec_B: OperatorSpec | None
+    X0: torch.Tensor | None = None
+    preconditioner: object | None = None
+
+
+def check_operator_values(name: str, op) -> None:
+    """Finite and symmetric, on plain tensors: exactly for stored matrices, by a probe otherwise.
+
+    The probe applies the operator once to two fixed pseudo-random vectors
+    (a private generator; the global RNG is untouched) and compares
+    ``u₀ᵀ A u₁`` with ``u₁ᵀ A u₀`` to ``sqrt(eps)`` of their size.
+    """
+    eps = torch.finfo(op.dtype).eps
+    if isinstance(op, (DenseOperator, SparseOperator)):
+        vals = op.A if isinstance(op, DenseOperator) else op.values
+        if not bool(torch.isfinite(vals).all()):
+            raise ValueError(f"{name} contains NaN or inf; pass a finite matrix.")
+        if isinstance(op, DenseOperator):
+            asym = (vals - vals.transpose(-1, -2)).abs().amax()
+        else:
+            asym = op.symmetry_defect()
+        tol = 16 * op.n * eps * vals.abs().amax() if vals.numel() else 0.0
+        if bool(asym > tol):
+            raise ValueError(
+                f"{name} is not symmetric: max |{name} - {name}ᵀ| = {float(asym):.3e} exceeds "
+                f"{float(tol):.3e} (16·n·eps·max|{name}|). eigrad solves real symmetric problems; "
+                f"symmetrize {name} (for a sparse matrix: (S + S.t()) / 2)."
+            )
+        return
+    gen = torch.Generator(device=op.device).manual_seed(20240531)
+    U = torch.randn(op.n, 2, dtype=op.dtype, device=op.device, generator=gen)
+    U = U.expand(*op.batch_shape, op.n, 2)
+    AU = op.matmat(U)
+    if tuple(AU.shape) != tuple(U.shape):
+        raise ValueError(
+            f"{name}.matmat(X) returned shape {tuple(AU.shape)} for X of shape {tuple(U.shape)}; an operator "
+            f"of shape {tuple(op.shape)} must return A X with the shape of X."
+        )
+    if AU.dtype != op.dtype:
+        raise TypeError(f"{name}.matmat returned dtype {AU.dtype}; the operator declares {op.dtype}.")
+    if not bool(torch.isfinite(AU).all()):
+        raise ValueError(f"{name}.matmat returned NaN or inf; pass a finite operator.")
+    a01 = (U[..., 0] * AU[..., 1]).sum(-1)
+    a10 = (U[..., 1] * AU[..., 0]).sum(-1)
+    size = torch.linalg.vector_norm(AU, dim=(-2, -1)) * torch.linalg.vector_norm(U, dim=(-2, -1))
+    if bool(((a01 - a10).abs() > eps**0.5 * size).any()):
+        raise ValueError(
+            f"{name} is not symmetric: for probe vectors u, v, |uᵀ({name} v) - vᵀ({name} u)| = "
+            f"{float((a01 - a10).abs().max()):.3e}, relative {float(((a01 - a10).abs() / size).max()):.1e}. "
+            "eigrad solves real symmetric problems; check that matmat(X) applies a symmetric matrix."
+        )
+
+
+def _rebuild(spec, tensors):
+    return None if spec is None else spec.rebuild(tensors)
+
+
+class OperatorEig(torch.autograd.Function):
+    @staticmethod
+    def forward(cfg: OperatorConfig, *tensors):
+        with torch.no_grad():
+            A = cfg.spec_A.rebuild(tensors[: cfg.n_A])
+            B = _rebuild(cfg.spec_B, tensors[cfg.n_A :])
+            check_operator_values("A", A)
+            if B is not None:
+                check_operator_values("B", B)
+            if isinstance(A, DenseOperator):
+                A = DenseOperator(0.5 * (A.A + A.A.transpose(-1, -2)))
+            if isinstance(B, DenseOperator):
+                B = DenseOperator(0.5 * (B.A + B.A.transpose(-1, -2)))
+            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
+                cfg.solver, A, B, cfg.k, A.n, cfg.largest, cfg.opts, X0=cfg.X0, preconditioner=cfg.preconditioner
+            )
+            BXE = XE if B is None else B.matmat(XE)
+        handle = sol.handle.tensors if sol.handle is not None else ()
+        return (sol.eigenvalues, sol.eigenvectors, LE, XE, labels, cut, BXE, atol, *handle)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        cfg, *tensors = inputs
+        aux = output[2:]
+        ctx.mark_non_differentiable(*aux)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*aux, *tensors)
+        ctx.save_for_forward(*aux, *tensors)
+        ctx.k, ctx.largest, ctx.opts = cfg.k, cfg.largest, cfg.opts
+        ctx.spec_A, ctx.n_A, ctx.spec_B = cfg.spec_A, cfg.n_A, cfg.spec_B
+        ctx.n_handle = len(aux) - N_AUX
+        LE = output[2]
+        if ctx.n_handle:
+            ctx.factory = cfg.solver.handle_factory  # the forward's handle: an eigenbasis, a reduction
+        else:
+            opts = cfg.opts
+            ctx.factory = MinresFactory(
+                cfg.spec_A, cfg.n_A, cfg.spec_B, rtol=opts.resolved_linsolve_rtol(LE.dtype),
+                maxiter=opts.linsolve_maxiter, preconditioner=opts.linsolve_preconditioner,
+            )
+
+    @staticmethod
+    def _unpack(ctx, saved):
+        LE, XE, labels, cut, BXE, atol = saved[:N_AUX]
+        handle = saved[N_AUX : N_AUX + ctx.n_handle]
+        tensors = [t.detach() for t in saved[N_AUX + ctx.n_handle :]]
+        if not ctx.n_handle:
+            handle = (*tensors, LE)  # MINRES over the operators rebuilt from these tensors
+        return LE, XE, labels, cut, BXE, atol, tuple(handle), tensors
+
+    @staticmethod
+    def _solve(ctx, LE, XE, D, atol, handle):
+        rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
+
+        def solve(R, shifts):
+            return ShiftedSolve.apply(R, shifts, XE, D, atol, ctx.factory, rtol, *handle)
+
+        return solve
+
+    @staticmethod
+    def backward(ctx, gL, gX, *_):
+        LE, XE, labels, cut, BXE, atol, handle, tensors = OperatorEig._unpack(ctx, ctx.saved_tensors)
+        n_A = ctx.n_A
+        needs = ctx.needs_input_grad[1:]
+        none = (None,) * (1 + len(tensors))
+        if gL is None and gX is None:
+            return none
+        k = ctx.k
+        m = LE.shape[-1] - k
+        Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
+        check_existence(
+            L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
+            gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
+        )
+        need_A, need_B = any(needs[:n_A]), ctx.spec_B is not None and any(needs[n_A:])
+        if not (need_A or need_B):
+            return none
+        D = cluster_mask(labels)
+        solve = OperatorEig._solve(ctx, LE, XE, D, atol, handle)
+        LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=need_B)
+        # the guard columns of L_A, L_B are zero (their cotangents are): contract the k wanted only
+        X_k = XE[..., :k]
+        grads = [None] * len(tensors)
+        if need_A:  # θ̄ = ∂/∂θ <L_A, A(θ) X> (MATH.md, "Reverse mode")
+            A = ctx.spec_A.rebuild(tensors[:n_A])
+            grads[:n_A] = A.bilinear_vjp(LA[..., :k], X_k)
+        if need_B:  # φ̄ = ∂/∂φ <L_B, B(φ) X>
+            B = ctx.spec_B.rebuild(tensors[n_A:])
+            grads[n_A:] = B.bilinear_vjp(LB[..., :k], X_k)
+        out = [first_order_only(g) if (nd and g is not None) else None for g, nd in zip(grads, needs)]
+        return (None, *out)
+
+    @staticmethod
+    def jvp(ctx, _cfg_tangent, *dtensors):
+        LE, XE, labels, cut, BXE, atol, handle, tensors = OperatorEig._unpack(ctx, ctx.saved_tensors)
+        n_A, k = ctx.n_A, ctx.k
+        dA, dB = dtensors[:n_A], dtensors[n_A:]
+        has_dA = any(d is not None for d in dA)
+        has_dB = ctx.spec_B is not None and any(d is not None for d in dB)
+        if not (has_dA or has_dB):
+            return (None, None) + (None,) * (N_AUX + ctx.n_handle)
+        D = cluster_mask(labels)
+        solve = OperatorEig._solve(ctx, LE, XE, D, atol, handle)
+        # V' = A' X - B' X Λ (MATH.md, "Forward mode"), A' X by one JVP of θ ↦ A(θ) X. Only the k
+        # wanted columns: a guard's own system may be singular (its partner was not computed), and
+        # every column of the formulas depends on its own column of V' only, so zero guard columns
+        # give zero right-hand sides and leave the wanted tangents unchanged.
+        X_k, m = XE[..., :k], LE.shape[-1] - k
+        AdX = _pad(ctx.spec_A.rebuild(tensors[:n_A]).tangent_matmat(dA, X_k), m, -1) if has_dA else torch.zeros_like(XE)
+        BdX = _pad(ctx.spec_B.rebuild(tensors[n_A:]).tangent_matmat(dB, X_k), m, -1) if has_dB else None
+        Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve)
+        return (first_order_only(Ld[..., :k]), first_order_only(Xd[..., :, :k])) + (None,) * (N_AUX + ctx.n_handle)
+
+    @staticmethod
+    def vmap(info, in_dims, cfg, *tensors):
+        # Operators are generally unbatched (a user's matmat, a sparse matrix): solve each vmapped
+        # problem on its own and stack. All slices get as many guards as the one that needed most.
+        V = info.batch_size
+        dims = in_dims[1:]
+
+        def run(c, b):
+            ts = [t if d is None else t.select(d, b) for t, d in zip(tensors, dims)]
+            return OperatorEig.apply(c, *ts)
+
+        outs = [run(cfg, b) for b in range(V)]
+        K = max(o[2].shape[-1] for o in outs)
+        if any(o[2].shape[-1] != K for o in outs):
+            wide = dataclasses.replace(cfg, opts=dataclasses.replace(cfg.opts, n_guard=K - cfg.k))
+            outs = [o if o[2].shape[-1] == K else run(wide, b) for b, o in enumerate(outs)]
+        shapes = {tuple(tuple(t.shape) for t in o) for o in outs}
+        if len(shapes) != 1:
+            raise RuntimeError(
+                "eigrad: the vmapped eigenproblems returned solver handles of different shapes; "
+                "call eigsh in a Python loop instead of under torch.func.vmap for this solver."
+            )
+        out = tuple(torch.stack(ts) for ts in zip(*outs))
+        return out, (0,) * len(out)

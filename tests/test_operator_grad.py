@@ -1,0 +1,400 @@
+"""Derivatives through eigsh for sparse and matrix-free operators (MATH.md, operator case).
+
+Routes: ``"dense"`` (the materialized matrix, exact eigenbasis backward),
+``NoHandle`` (exact forward, backward by projected block MINRES over the
+operator) and ``ScipyEigsh`` (ARPACK forward with inexact eigenvectors, MINRES
+backward). References: Hellmann–Feynman closed forms, the dense-tensor path,
+central finite differences of gauge-invariant losses.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from _operator_helpers import (
+    DT,
+    NoHandle,
+    ScipyEigsh,
+    laplacian_2d,
+    laplacian_2d_eigenvalues,
+    potential_operator,
+    scipy_to_torch_csr,
+    sym_direction,
+)
+
+import eigrad
+from eigrad.testing import central_difference, cluster_positions, clustered_spectrum, invariant_loss, planted
+
+M_GRID = 8
+N = M_GRID * M_GRID
+ROUTES = {"dense": "dense", "minres": NoHandle(), "arpack+minres": ScipyEigsh()}
+
+
+def _radial_potential(m=M_GRID, strength=0.3):
+    """A potential with the square's full symmetry (D4): the grid's degenerate pairs stay exact."""
+    i = torch.arange(m, dtype=DT) - (m - 1) / 2
+    return strength * ((i[:, None] ** 2 + i[None, :] ** 2) / m**2).reshape(-1)
+
+
+LAP = laplacian_2d(M_GRID)
+LAP_OP = eigrad.as_operator(LAP)
+V0 = _radial_potential()
+A0 = torch.from_numpy(LAP.toarray()) + torch.diag(V0)
+SPECTRUM = torch.linalg.eigvalsh(A0)
+CLUSTERS = cluster_positions(SPECTRUM[:12], tol=1e-10)
+
+
+def _closing_k(n_clusters):
+    return CLUSTERS[n_clusters - 1][-1] + 1
+
+
+def _sparse_A(values=None):
+    """A0 as a torch CSR tensor whose stored values may require grad."""
+    S = (LAP + sp.diags(V0.numpy())).tocsr()
+    return scipy_to_torch_csr(S, values)
+
+
+def test_grid_has_exact_degenerate_pairs():
+    assert np.allclose(laplacian_2d_eigenvalues(M_GRID), torch.linalg.eigvalsh(torch.from_numpy(LAP.toarray())))
+    assert [len(c) for c in CLUSTERS[:3]] == [1, 2, 1]  # the D4 potential keeps the pair exact
+
+
+# Hellmann–Feynman ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+@pytest.mark.parametrize("n_clusters", [2, 4])
+def test_hellmann_feynman_on_grid(route, n_clusters):
+    """∂ Σ_{i<k} λ_i / ∂v = Σ_i x_i² for a diagonal potential, with k closing the clusters."""
+    k = _closing_k(n_clusters)
+    v = V0.clone().requires_grad_()
+    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=ROUTES[route])
+    assert torch.allclose(L, SPECTRUM[:k], atol=1e-10, rtol=0)
+    L.sum().backward()
+    assert torch.allclose(v.grad, (X.detach() ** 2).sum(-1), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("route", ["dense", "minres"])
+def test_hellmann_feynman_sparse_diagonal_values(route):
+    """The same identity on the stored diagonal values of a sparse matrix."""
+    k = _closing_k(2)
+    S0 = _sparse_A()
+    vals = S0.values().clone().requires_grad_()
+    L, X = eigrad.eigsh(_sparse_A(vals), k, solver=ROUTES[route])
+    L.sum().backward()
+    crow, col = S0.crow_indices(), S0.col_indices()
+    row = torch.repeat_interleave(torch.arange(N), crow[1:] - crow[:-1])
+    diag = row == col
+    assert torch.allclose(vals.grad[diag], (X.detach() ** 2).sum(-1)[row[diag]], atol=1e-9, rtol=0)
+    # off the diagonal: ½[(L Xᵀ)_ij + (L Xᵀ)_ji] with L_A = X: Σ_c x_ic x_jc
+    XX = X.detach() @ X.detach().T
+    assert torch.allclose(vals.grad[~diag], XX[row[~diag], col[~diag]], atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("route", ["dense", "minres"])
+def test_cut_cluster_is_reported(route):
+    k_cut = CLUSTERS[1][0] + 1  # takes one of the degenerate pair
+    v = V0.clone().requires_grad_()
+    L, _ = eigrad.eigsh(potential_operator(LAP_OP, v), k_cut, solver=ROUTES[route],
+                        backward=eigrad.BackwardOptions(gauge="raise"))
+    lo, hi = CLUSTERS[1][0], CLUSTERS[1][-1] + 1
+    with pytest.raises(eigrad.GaugeError, match=rf"k={k_cut} cuts a degenerate cluster.*Pass k={lo} or k={hi}"):
+        L.sum().backward()
+
+
+# Representations and routes agree --------------------------------------------
+
+
+def _loss(L, X, W):
+    k = L.shape[-1]
+    clusters = [c for c in CLUSTERS if c[-1] < k]
+    return invariant_loss(L, X, clusters, W)
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_three_representations_agree_with_the_dense_path(route):
+    """Dense tensor, sparse CSR and FunctionOperator of one matrix: values and gradients agree."""
+    k = _closing_k(4)
+    W = sym_direction(N, 3)
+    Ad = A0.clone().requires_grad_()
+    L_ref, X_ref = eigrad.eigsh(Ad, k)  # the dense-tensor core path
+    (gA,) = torch.autograd.grad(_loss(L_ref, X_ref, W), Ad)
+
+    S0 = _sparse_A()
+    vals = S0.values().clone().requires_grad_()
+    v = V0.clone().requires_grad_()
+    reps = {
+        "dense-operator": (eigrad.as_operator(A0.clone().requires_grad_()), None),
+        "sparse": (_sparse_A(vals), vals),
+        "function": (potential_operator(LAP_OP, v), v),
+    }
+    crow, col = S0.crow_indices(), S0.col_indices()
+    row = torch.repeat_interleave(torch.arange(N), crow[1:] - crow[:-1])
+    for name, (A, leaf) in reps.items():
+        if leaf is None:
+            leaf = A.A
+        L, X = eigrad.eigsh(A, k, solver=ROUTES[route])
+        assert torch.allclose(L, L_ref, atol=1e-10, rtol=0), name
+        (g,) = torch.autograd.grad(_loss(L, X, W), leaf)
+        expect = {"dense-operator": gA, "sparse": gA[row, col], "function": torch.diagonal(gA)}[name]
+        assert torch.allclose(g, expect, atol=1e-8, rtol=1e-7), (name, float((g - expect).abs().max()))
+
+
+def test_sparse_coo_leaf_gets_a_sparse_gradient_on_its_pattern():
+    S = _sparse_A().to_sparse_coo().coalesce().detach().requires_grad_()
+    k = _closing_k(3)
+    W = sym_direction(N, 4)
+    L, X = eigrad.eigsh(S, k, solver=NoHandle())
+    _loss(L, X, W).backward()
+    assert S.grad.layout == torch.sparse_coo
+    Ad = A0.clone().requires_grad_()
+    L2, X2 = eigrad.eigsh(Ad, k)
+    _loss(L2, X2, W).backward()
+    G = S.grad.coalesce()
+    i, j = G.indices()
+    assert torch.equal(G.indices(), S.detach().indices())
+    assert torch.allclose(G.values(), Ad.grad[i, j], atol=1e-8, rtol=1e-7)
+
+
+@pytest.mark.parametrize("route", ["dense", "minres", "arpack+minres"])
+def test_largest_eigenpairs(route):
+    W = sym_direction(N, 5)
+    v = V0.clone().requires_grad_()
+    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), 3, largest=True, solver=ROUTES[route])
+    loss = (L**2).sum() + (W * (X @ X.T)).sum()
+    (g,) = torch.autograd.grad(loss, v)
+    Ad = A0.clone().requires_grad_()
+    L2, X2 = eigrad.eigsh(Ad, 3, largest=True)
+    (gA,) = torch.autograd.grad((L2**2).sum() + (W * (X2 @ X2.T)).sum(), Ad)
+    assert torch.allclose(L, L2, atol=1e-10, rtol=0)
+    assert torch.allclose(g, torch.diagonal(gA), atol=1e-8, rtol=1e-7)
+
+
+# Generalized operator pairs --------------------------------------------------
+
+
+@pytest.mark.parametrize("route", ["dense", "minres"])
+def test_generalized_pair_with_known_spectrum(route):
+    """A(a) X = B(b) X Λ with a planted spectrum 1 | 2 2 | 3 3 3: FD of both parameters."""
+    n = 30
+    p = planted(clustered_spectrum(n, [1, 2, 3]), B="random", seed=1)
+    E1, E2 = sym_direction(n, 8), 0.01 * sym_direction(n, 9)
+    W = sym_direction(n, 10)
+    clusters = [[0], [1, 2], [3, 4, 5]]
+
+    def ops(a, b):
+        A = eigrad.FunctionOperator(lambda X, a: p.A @ X + a * (E1 @ X), (a,), n)
+        B = eigrad.FunctionOperator(lambda X, b: p.B @ X + b * (E2 @ X), (b,), n)
+        return A, B
+
+    def f(a, b, solver=ROUTES[route]):
+        A, B = ops(a, b)
+        return invariant_loss(*eigrad.eigsh(A, 6, B=B, solver=solver), clusters, W)
+
+    a = torch.zeros((), dtype=DT, requires_grad=True)
+    b = torch.zeros((), dtype=DT, requires_grad=True)
+    L, _ = eigrad.eigsh(*ops(a, b)[:1], 6, B=ops(a, b)[1], solver=ROUTES[route])
+    assert torch.allclose(L, p.eigenvalues[:6], atol=1e-10, rtol=0)
+    ga, gb = torch.autograd.grad(f(a, b), (a, b))
+    z, one = torch.zeros((), dtype=DT), torch.ones((), dtype=DT)
+    fa = central_difference(lambda a, b: f(a, b, "dense"), [z, z], [one, None], h=1e-4)
+    fb = central_difference(lambda a, b: f(a, b, "dense"), [z, z], [None, one], h=1e-4)
+    assert abs(float(ga - fa)) <= 1e-7 * max(1.0, abs(float(fa)))
+    assert abs(float(gb - fb)) <= 1e-7 * max(1.0, abs(float(fb)))
+
+
+def test_generalized_sparse_B_values_match_the_dense_path():
+    n = N
+    Bd = torch.from_numpy((2.0 * np.eye(n) + 0.25 * laplacian_2d(M_GRID).toarray() / 4)).to(DT)
+    Bsp = Bd.to_sparse_csr()
+    bvals = Bsp.values().clone().requires_grad_()
+    Bop = torch.sparse_csr_tensor(Bsp.crow_indices(), Bsp.col_indices(), bvals, (n, n))
+    v = V0.clone().requires_grad_()
+    W = sym_direction(n, 11)
+    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), 4, B=Bop, solver=NoHandle())
+    gv, gb = torch.autograd.grad((L**2).sum() + (W * (X[:, :1] @ X[:, :1].T)).sum(), (v, bvals))
+    Ad, Bdd = A0.clone().requires_grad_(), Bd.clone().requires_grad_()
+    L2, X2 = eigrad.eigsh(Ad, 4, B=Bdd)
+    gA, gB = torch.autograd.grad((L2**2).sum() + (W * (X2[:, :1] @ X2[:, :1].T)).sum(), (Ad, Bdd))
+    crow = Bsp.crow_indices()
+    row = torch.repeat_interleave(torch.arange(n), crow[1:] - crow[:-1])
+    assert torch.allclose(gv, torch.diagonal(gA), atol=1e-8, rtol=1e-7)
+    assert torch.allclose(gb, gB[row, Bsp.col_indices()], atol=1e-8, rtol=1e-7)
+
+
+# Finite differences, JVP, torch.func -----------------------------------------
+
+
+@pytest.mark.parametrize("route", ["minres", "arpack+minres"])
+def test_projector_loss_against_finite_differences(route):
+    k = _closing_k(3)
+    W = sym_direction(N, 12)
+    d = torch.randn(N, dtype=DT, generator=torch.Generator().manual_seed(13))
+
+    def f(v, solver=ROUTES[route]):
+        L, X = eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=solver)
+        Xp = X[:, CLUSTERS[1]]  # the degenerate pair's projector and the whole-k projector
+        return (W * (Xp @ Xp.T)).sum() + 0.5 * (W * (X @ X.T)).sum()
+
+    v = V0.clone().requires_grad_()
+    (g,) = torch.autograd.grad(f(v), v)
+    fd = central_difference(lambda v: f(v, "dense"), [V0], [d], h=1e-4)
+    assert abs(float(g @ d - fd)) <= 1e-7 * max(1.0, abs(float(fd)))
+
+
+@pytest.mark.parametrize("route", ["dense", "minres"])
+def test_jvp_matches_finite_differences_and_vjp(route):
+    k = _closing_k(3)
+    W = sym_direction(N, 14)
+    d = torch.randn(N, dtype=DT, generator=torch.Generator().manual_seed(15))
+
+    def f(v):
+        L, X = eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=ROUTES[route])
+        return _loss(L, X, W)
+
+    _, t = torch.func.jvp(f, (V0,), (d,))
+    g = torch.func.grad(f)(V0)
+    fd = central_difference(f, [V0], [d], h=1e-4)
+    assert abs(float(t - fd)) <= 1e-7 * max(1.0, abs(float(fd)))
+    assert abs(float(t - g @ d)) <= 1e-10 * max(1.0, abs(float(t)))
+
+
+def test_jacrev_jacfwd_vmap_through_operators():
+    k = _closing_k(2)
+    weights = torch.tensor([1.0] + [2.0] * (k - 1), dtype=DT)  # uniform on the pair
+
+    def f(v):
+        return eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=NoHandle()).eigenvalues * weights
+
+    J = torch.func.jacrev(lambda v: f(v).sum())(V0)
+    Jf = torch.func.jacfwd(lambda v: f(v).sum())(V0)
+    _, X = eigrad.eigsh(A0, k)
+    assert torch.allclose(J, (X**2) @ weights, atol=1e-9, rtol=0)
+    assert torch.allclose(J, Jf, atol=1e-9, rtol=0)
+    vs = torch.stack([V0, V0 + 0.1 * sym_direction(N, 1).diagonal()])
+    out = torch.func.vmap(lambda v: eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=NoHandle()).eigenvalues)(vs)
+    for i in range(2):
+        ref = torch.linalg.eigvalsh(torch.from_numpy(LAP.toarray()) + torch.diag(vs[i]))[:k]
+        assert torch.allclose(out[i], ref, atol=1e-10, rtol=0)
+
+
+def test_module_operator_gradients():
+    class Potential(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.v = torch.nn.Parameter(V0.clone())
+            self.c = torch.nn.Parameter(torch.ones((), dtype=DT))
+            self.register_buffer("shift", torch.zeros((), dtype=DT))
+
+        def forward(self, X):
+            return self.c * LAP_OP.matmat(X) + (self.v + self.shift).unsqueeze(-1) * X
+
+    mod = Potential()
+    k = _closing_k(3)
+    W = sym_direction(N, 16)
+    L, X = eigrad.eigsh(eigrad.ModuleOperator(mod, N), k, solver=NoHandle())
+    _loss(L, X, W).backward()
+    v, c = V0.clone().requires_grad_(), torch.ones((), dtype=DT, requires_grad=True)
+    op = eigrad.FunctionOperator(lambda X, v, c: c * LAP_OP.matmat(X) + v.unsqueeze(-1) * X, (v, c), N)
+    L2, X2 = eigrad.eigsh(op, k, solver="dense")
+    gv, gc_ = torch.autograd.grad(_loss(L2, X2, W), (v, c))
+    assert torch.allclose(mod.v.grad, gv, atol=1e-8, rtol=1e-7)
+    assert torch.allclose(mod.c.grad, gc_, atol=1e-8, rtol=1e-7)
+    assert mod.shift.grad is None
+
+
+# The backward's linear solver --------------------------------------------------
+
+
+def test_preconditioned_backward_gives_the_same_gradient():
+    k = _closing_k(3)
+    W = sym_direction(N, 17)
+    P = torch.linalg.inv(A0 + 0.5 * torch.eye(N, dtype=DT))  # SPD ≈ (A - σ)⁻¹, σ = -0.5
+    grads = []
+    for pre in (None, P, eigrad.as_operator(P), lambda R: P @ R):
+        v = V0.clone().requires_grad_()
+        L, X = eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=NoHandle(),
+                            backward=eigrad.BackwardOptions(linsolve_preconditioner=pre))
+        grads.append(torch.autograd.grad(_loss(L, X, W), v)[0])
+    for g in grads[1:]:
+        assert torch.allclose(g, grads[0], atol=1e-9, rtol=1e-8)
+
+
+def test_backward_solve_that_does_not_converge_raises():
+    v = V0.clone().requires_grad_()
+    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), _closing_k(3), solver=NoHandle(),
+                        backward=eigrad.BackwardOptions(linsolve_maxiter=2))
+    with pytest.raises(eigrad.ConvergenceError, match=r"MINRES .* reached maxiter=2.*gradient was not computed"):
+        _loss(L, X, sym_direction(N, 18)).backward()
+    assert v.grad is None
+
+
+def test_eigenvalue_only_loss_needs_no_linear_solve():
+    """Λ̄ alone: the backward is Hellmann–Feynman, so even maxiter=1 cannot fail."""
+    v = V0.clone().requires_grad_()
+    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), _closing_k(3), solver=NoHandle(),
+                        backward=eigrad.BackwardOptions(linsolve_maxiter=1))
+    L.sum().backward()
+    assert torch.allclose(v.grad, (X.detach() ** 2).sum(-1), atol=1e-10, rtol=0)
+
+
+def test_scipy_inputs_give_no_gradient():
+    L, X = eigrad.eigsh(LAP, 3)
+    assert not L.requires_grad and not X.requires_grad
+    assert torch.allclose(L, torch.from_numpy(laplacian_2d_eigenvalues(M_GRID)[:3]), atol=1e-12, rtol=0)
+
+
+# Hygiene -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_global_rng_is_untouched(route):
+    torch_state = torch.random.get_rng_state()
+    np_state = np.random.get_state()[1].copy()
+    v = V0.clone().requires_grad_()
+    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), _closing_k(3), solver=ROUTES[route])
+    _loss(L, X, sym_direction(N, 19)).backward()
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+
+
+@pytest.mark.parametrize("route", ["dense", "minres"])
+@pytest.mark.parametrize("kind", ["module", "function"])
+def test_no_reference_cycles_after_backward(route, kind):
+    """After backward and del, the operator and its module are freed by refcounting alone."""
+
+    def run():
+        if kind == "module":
+            op = eigrad.ModuleOperator(_PotentialModule(), N)
+            target = op.module
+        else:
+            v = V0.clone().requires_grad_()
+            op = potential_operator(LAP_OP, v)
+            target = op
+        L, X = eigrad.eigsh(op, _closing_k(3), solver=ROUTES[route])
+        _loss(L, X, sym_direction(N, 20)).backward()
+        return weakref.ref(target)
+
+    run()  # warm-up: torch's lazy imports on the first torch.func call keep one frame alive
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ref = run()
+        assert ref() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _PotentialModule(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.v = torch.nn.Parameter(V0.clone())
+
+    def forward(self, X):
+        return LAP_OP.matmat(X) + self.v.unsqueeze(-1) * X
