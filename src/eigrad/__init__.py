@@ -8,7 +8,10 @@ from ._errors import ConvergenceWarning as ConvergenceWarning
 from ._errors import GaugeError as GaugeError
 from ._errors import GaugeWarning as GaugeWarning
 from ._options import BackwardOptions as BackwardOptions
+from .operators import FunctionOperator as FunctionOperator
 from .operators import LinearOperator as LinearOperator
+from .operators import ModuleOperator as ModuleOperator
+from .operators import as_operator as as_operator
 from .spectral import expm as expm
 from .spectral import funm as funm
 from .spectral import logm as logm
