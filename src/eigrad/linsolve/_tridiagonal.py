@@ -41,15 +41,21 @@ def _gtsv(dl, dm, du, b):
     return x, info
 
 
-def _tridiag_matvec(d, e, z):
+def _tridiag_matvec(d, e, z):  # T z for z (n,) or (n, m)
+    if z.ndim == 2:
+        d, e = d[:, None], e[:, None]
     out = d * z
     out[:-1] += e * z[1:]
     out[1:] += e * z[:-1]
     return out
 
 
-def _solve_one(d, e, s, b, Zg, scale, n_refine=3):
-    """Projected solution of ``(T - s) z = b``, ``Zgᵀ z = 0`` (numpy, one column)."""
+def _solve_block(d, e, s, b, Zg, scale, n_refine=3):
+    """Projected solutions of ``(T - s) z_j = b_j``, ``Zgᵀ z_j = 0`` for the m columns of ``b``.
+
+    numpy; ``b`` (n, m), ``Zg`` (n, g) orthonormal. One shift and one projection
+    set for all columns, so each LAPACK ``gtsv`` call solves all m at once.
+    """
     n = d.shape[0]
     if Zg.shape[1]:
         b = b - Zg @ (Zg.T @ b)
@@ -58,7 +64,7 @@ def _solve_one(d, e, s, b, Zg, scale, n_refine=3):
     eps = np.finfo(d.dtype).eps
     shift = s
     dm = d - shift
-    bnorm = np.linalg.norm(b)
+    bnorm = np.linalg.norm(b, axis=0)
     z = None
     for attempt in range(8):
         x, info = _gtsv(e.copy(), dm.copy(), e.copy(), b.copy())
@@ -73,11 +79,11 @@ def _solve_one(d, e, s, b, Zg, scale, n_refine=3):
     if Zg.shape[1]:
         z = z - Zg @ (Zg.T @ z)
     dms = d - s
-    for _ in range(n_refine):
+    for _ in range(n_refine):  # iterative refinement on the projected residual
         res = b - _tridiag_matvec(dms, e, z)
         if Zg.shape[1]:
             res = res - Zg @ (Zg.T @ res)
-        if np.linalg.norm(res) <= 4 * n * eps * (scale * np.linalg.norm(z) + bnorm):
+        if np.all(np.linalg.norm(res, axis=0) <= 4 * n * eps * (scale * np.linalg.norm(z, axis=0) + bnorm)):
             break
         dz, info = _gtsv(e.copy(), dm.copy(), e.copy(), res)
         if info != 0 or not np.all(np.isfinite(dz)):
@@ -86,6 +92,18 @@ def _solve_one(d, e, s, b, Zg, scale, n_refine=3):
             dz = dz - Zg @ (Zg.T @ dz)
         z = z + dz
     return z
+
+
+def _groups(shifts, M):
+    """Column indices grouped by equal (shift, projection set), in order of appearance.
+
+    A vmapped backward (``jacrev``) repeats each shift for every cotangent, so
+    its columns collapse into K groups.
+    """
+    groups = {}
+    for j in range(shifts.shape[0]):
+        groups.setdefault((float(shifts[j]), M[:, j].tobytes()), []).append(j)
+    return list(groups.values())
 
 
 BROADENING_UNSUPPORTED = (
@@ -126,8 +144,9 @@ class TridiagonalSolve:
         out = np.zeros_like(Bn)
         for b in range(Bn.shape[0]):
             scale = float(np.max(np.abs(d[b]))) + (2 * float(np.max(np.abs(e[b]))) if n > 1 else 0.0)
-            for j in range(c):
-                out[b, :, j] = _solve_one(d[b], e[b], float(sn[b, j]), Bn[b, :, j], Zn[b][:, Mn[b, :, j]], scale)
+            for cols in _groups(sn[b], Mn[b]):
+                j = cols[0]
+                out[b][:, cols] = _solve_block(d[b], e[b], float(sn[b, j]), Bn[b][:, cols], Zn[b][:, Mn[b, :, j]], scale)
         Z = torch.from_numpy(out).to(R.device).reshape(*batch, n, c)
         Y = apply_Q(self.refl, self.tau, Z)
         if has_B:
