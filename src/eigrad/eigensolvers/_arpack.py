@@ -93,8 +93,9 @@ class Arpack(IterativeOptions):
     ncv : int or None
         Lanczos basis size, ``> k + n_guard``. ``None``:
         ``max(2 (k + n_guard) + 1, k + n_guard + 24)`` (capped at ``n``).
-    cg_rtol, cg_maxiter : float, int
-        Inner CG solves with ``B`` (generalized problems only).
+    cg_rtol, cg_maxiter : float or None, int
+        Inner CG solves with ``B`` (generalized problems only); ``None``:
+        ``1e-3 · rtol`` (the true residuals are checked afterwards).
 
     Notes
     -----
@@ -149,7 +150,7 @@ class Arpack(IterativeOptions):
         kwargs = {}
         if B is not None:
             diag = _diagonal_of(B)
-            cg_tol = self.cg_rtol if self.cg_rtol is not None else 10 * torch.finfo(dtype).eps
+            cg_tol = self.cg_rtol if self.cg_rtol is not None else 1e-3 * rtol
             Mop = NumpyBridge(B).linop
 
             def minv(x):

@@ -56,10 +56,12 @@ class Primme(IterativeOptions):
         ``rtol / 2`` of the criterion of :class:`IterativeOptions` (through
         its ``convtest`` hook), then the true residuals are checked against
         ``rtol``.
-    method : str or None
-        A PRIMME preset, e.g. ``"PRIMME_DEFAULT_MIN_TIME"`` (JDQMR),
-        ``"PRIMME_DEFAULT_MIN_MATVECS"`` (GD+k), ``"PRIMME_LOBPCG_OrthoBasis"``;
-        ``None``: PRIMME's dynamic choice.
+    method : str
+        A PRIMME preset: ``"PRIMME_DEFAULT_MIN_MATVECS"`` (GD+k, the default:
+        fewest operator applications, best with a preconditioner, and
+        reproducible), ``"PRIMME_DEFAULT_MIN_TIME"`` (JDQMR),
+        ``"PRIMME_DYNAMIC"`` (switches between the two on measured timings, so
+        runs are not reproducible), ``"PRIMME_LOBPCG_OrthoBasis"``, ...
     ncv : int or None
         Maximum basis size (PRIMME's ``maxBasisSize``).
     block_size : int or None
@@ -74,7 +76,7 @@ class Primme(IterativeOptions):
     ``OPinv``). ``X0 (n, j)`` gives up to ``k + n_guard`` initial guesses.
     """
 
-    method: str | None = None
+    method: str = "PRIMME_DEFAULT_MIN_MATVECS"
     ncv: int | None = None
     block_size: int | None = None
     max_matvecs: int | None = None
@@ -86,8 +88,8 @@ class Primme(IterativeOptions):
         check_positive_int(self, "ncv", self.ncv, 2)
         check_positive_int(self, "block_size", self.block_size)
         check_positive_int(self, "max_matvecs", self.max_matvecs)
-        if self.method is not None and not isinstance(self.method, str):
-            raise TypeError(f"Primme(method={self.method!r}) must be a PRIMME preset name (str) or None.")
+        if not isinstance(self.method, str):
+            raise TypeError(f"Primme(method={self.method!r}) must be a PRIMME preset name, e.g. 'PRIMME_DYNAMIC'.")
 
     def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
         primme = _import_primme()
@@ -113,8 +115,7 @@ class Primme(IterativeOptions):
             kwargs["OPinv"] = NumpyBridge(_CallableOperator(T, A)).linop
         if X0 is not None:
             kwargs["v0"] = np.asfortranarray(X0.detach().reshape(n, -1)[:, :m].cpu().numpy())
-        if self.method is not None:
-            kwargs["method"] = self.method
+        kwargs["method"] = self.method
         if self.ncv is not None:
             kwargs["ncv"] = self.ncv
         if self.block_size is not None:
