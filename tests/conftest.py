@@ -17,6 +17,8 @@ def pytest_configure(config):
     # on a loaded 2-core machine costs ~1 ms per tiny matmul (measured: 7 µs with 1 thread,
     # 1 ms with 2 under load, making eigsh at n=24 20x slower). EIGRAD_TEST_THREADS overrides.
     torch.set_num_threads(int(os.environ.get("EIGRAD_TEST_THREADS", "1")))
+    # PyTorch's own forward-AD decompositions call torch.jit.script on first use of torch.func.jvp
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 #: the dense forward solvers of ``eigrad.eigsh`` (plus the full ``eigrad.eigh``)
 DENSE_SOLVERS = ("lapack", "dense")
@@ -42,7 +44,9 @@ def assert_fd_close():
         a, f = float(analytic), float(fd)
         scale = max(abs(a), abs(f), floor)
         err = abs(a - f) / scale
-        assert err <= rtol, f"{what}: analytic {a:.12g} vs finite differences {f:.12g} (rel. err {err:.2e} > {rtol:.0e})"
+        assert err <= rtol, (
+            f"{what}: analytic {a:.12g} vs finite differences {f:.12g} (rel. err {err:.2e} > {rtol:.0e})"
+        )
         return err
 
     return check

@@ -159,7 +159,10 @@ def vjp_terms_adapter(L, X, BX, D, Lbar, Xbar, solve):
 def test_eigrad_formulas_match_fd_with_any_solver(case, solver):
     """MATH.md's masked formulas are exact with a projected or an unprojected (min-norm) solver."""
     solve = SOLVERS[solver](case["A"], case["B"])
-    derivs_by_mode = [("vjp", _vjp_derivs(case, vjp_terms_adapter, solve)), ("jvp", _jvp_derivs(case, jvp_terms, solve))]
+    derivs_by_mode = [
+        ("vjp", _vjp_derivs(case, vjp_terms_adapter, solve)),
+        ("jvp", _jvp_derivs(case, jvp_terms, solve)),
+    ]
     for mode, derivs in derivs_by_mode:
         for name, val in derivs.items():
             if name == "B" and not case["with_B"]:

@@ -88,7 +88,8 @@ def test_empty_matrix():
 def test_non_symmetric(call):
     bad = A.clone()
     bad[0, 1] += 1e-3
-    with pytest.raises(ValueError, match=r"A is not symmetric: max \|A - Aᵀ\| = 1\.000e-03 exceeds .*\(A \+ A\.mT\) / 2"):
+    msg = r"A is not symmetric: max \|A - Aᵀ\| = 1\.000e-03 exceeds .*\(A \+ A\.mT\) / 2"
+    with pytest.raises(ValueError, match=msg):
         CALLS[call](bad)
     badB = B.clone()
     badB[2, 0] -= 1e-2
@@ -191,7 +192,8 @@ def test_k_integer_tensor_is_accepted():
 
 # --- the other arguments ---------------------------------------------------------------------------------
 def test_bad_solver_name():
-    with pytest.raises(ValueError, match=r"solver='lapak' is not a dense eigensolver; pass one of 'auto', 'dense', 'lapack'"):
+    msg = r"solver='lapak' is not a dense eigensolver; pass one of 'auto', 'dense', 'lapack'"
+    with pytest.raises(ValueError, match=msg):
         eigrad.eigsh(A, 2, solver="lapak")
 
 

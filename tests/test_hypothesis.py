@@ -82,9 +82,8 @@ def test_fd_of_invariant_loss(c):
     A = p.A.clone().requires_grad_(True)
     B = p.B.clone().requires_grad_(True) if c["with_B"] else None
     grads = torch.autograd.grad(loss(A, B), [A] + ([B] if c["with_B"] else []))
-    biggest = max(c["clusters"], key=len)
-    offset = sel.start
-    EA = random_symmetric(n, seed=2) + cluster_direction(p, [offset + i for i in clusters[c["clusters"].index(biggest)]], seed=3)
+    biggest = max(clusters, key=len)  # split the largest cluster (positions among all n)
+    EA = random_symmetric(n, seed=2) + cluster_direction(p, [sel.start + i for i in biggest], seed=3)
     fd = central_difference(loss, [p.A, p.B], [EA, None], h=1e-4)
     an = (grads[0] * EA).sum()
     assert abs(float(an - fd)) <= 1e-6 * max(1.0, abs(float(fd))), (float(an), float(fd))
