@@ -33,14 +33,21 @@ def concrete(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.detach()
 
 
+def _broadcast_shape(a, b) -> tuple[int, ...]:
+    """``torch.broadcast_shapes`` of two shapes, without its first-call import of torch.fx/sympy (~1 s)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
 def _per_cluster_sum(vals: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum ``vals`` (*, K) over each cluster id (*, K) -> (*, K) indexed by cluster id."""
-    out = torch.zeros(torch.broadcast_shapes(vals.shape, labels.shape), dtype=vals.dtype, device=vals.device)
+    out = torch.zeros(_broadcast_shape(vals.shape, labels.shape), dtype=vals.dtype, device=vals.device)
     return out.scatter_add_(-1, labels.expand_as(out), vals.expand_as(out))
 
 
 def _per_cluster_reduce(vals, labels, reduce):
-    shape = torch.broadcast_shapes(vals.shape, labels.shape)
+    shape = _broadcast_shape(vals.shape, labels.shape)
     init = torch.full(shape, float("-inf") if reduce == "amax" else float("inf"), dtype=vals.dtype, device=vals.device)
     return init.scatter_reduce_(-1, labels.expand(shape), vals.expand(shape), reduce=reduce, include_self=True)
 
