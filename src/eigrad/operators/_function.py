@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
+from torch._C import _functorch
 
 from ._base import LinearOperator, OperatorSpec
 
@@ -42,39 +44,62 @@ def differentiable_positions(tensors: Sequence[torch.Tensor]) -> list[int]:
     return [i for i, t in enumerate(tensors) if t.is_floating_point()]
 
 
+def _under_transform() -> bool:
+    """Inside a torch.func transform (grad, vjp, jvp, vmap, jacrev, ...)."""
+    return _functorch.peek_interpreter_stack() is not None
+
+
+def _substitute(tensors, pos, ts):
+    full = list(tensors)
+    for i, t in zip(pos, ts):
+        full[i] = t
+    return full
+
+
 def func_vjp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor], L: torch.Tensor):
-    """Gradient of ``<L, apply(*tensors)>`` w.r.t. each floating tensor (``None`` for the others)."""
+    """Gradient of ``<L, apply(*tensors)>`` w.r.t. each floating tensor (``None`` for the others).
+
+    Plain autograd outside ``torch.func`` transforms (no functorch machinery to
+    import or run); ``torch.func.vjp`` inside them, so that ``jacrev`` can vmap it.
+    """
     pos = differentiable_positions(tensors)
     out: list[torch.Tensor | None] = [None] * len(tensors)
     if not pos:
         return tuple(out)
-
-    def f(*ts):
-        full = list(tensors)
-        for i, t in zip(pos, ts):
-            full[i] = t
-        return apply(*full)
-
-    _, pullback = torch.func.vjp(f, *[tensors[i] for i in pos])
-    for i, g in zip(pos, pullback(L)):
+    if _under_transform():
+        _, pullback = torch.func.vjp(lambda *ts: apply(*_substitute(tensors, pos, ts)), *[tensors[i] for i in pos])
+        grads = pullback(L)
+    else:
+        with torch.enable_grad():
+            leaves = [tensors[i].detach().requires_grad_() for i in pos]
+            y = apply(*_substitute(tensors, pos, leaves))
+            # <L, y> as a scalar: grad_outputs= would import torch.fx/sympy on first use (~1 s)
+            grads = torch.autograd.grad((y * L).sum(), leaves, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
+    for i, g in zip(pos, grads):
         out[i] = g
     return tuple(out)
 
 
 def func_jvp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor], dtensors, like: torch.Tensor):
-    """``d/dt apply(*(tensors + t dtensors))`` at ``t = 0`` (``None`` tangents are zero)."""
+    """``d/dt apply(*(tensors + t dtensors))`` at ``t = 0`` (``None`` tangents are zero).
+
+    Forward-mode AD (dual numbers) outside ``torch.func`` transforms,
+    ``torch.func.jvp`` inside them.
+    """
     pos = [i for i in differentiable_positions(tensors) if dtensors[i] is not None]
     if not pos:
         return torch.zeros_like(like)
-
-    def f(*ts):
-        full = list(tensors)
-        for i, t in zip(pos, ts):
-            full[i] = t
-        return apply(*full)
-
-    _, out = torch.func.jvp(f, tuple(tensors[i] for i in pos), tuple(dtensors[i] for i in pos))
-    return out
+    primals = tuple(tensors[i] for i in pos)
+    tangents = tuple(dtensors[i] for i in pos)
+    if _under_transform():
+        _, out = torch.func.jvp(lambda *ts: apply(*_substitute(tensors, pos, ts)), primals, tangents)
+        return out
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(p.detach(), t) for p, t in zip(primals, tangents)]
+        y = apply(*_substitute(tensors, pos, duals))
+        tangent = fwAD.unpack_dual(y).tangent
+    return torch.zeros_like(like) if tangent is None else tangent
 
 
 class FunctionOperator(LinearOperator):
