@@ -162,13 +162,19 @@ def _orthonormal_block(A, B, X, gen_seed: int):
 
 
 def _ortho_against(B, W, Q, BQ):
-    """B-orthogonalize ``W`` against B-orthonormal ``Q`` (twice) and orthonormalize it (SVQB).
+    """B-orthogonalize ``W`` against B-orthonormal ``Q`` and orthonormalize it (SVQB).
 
-    When SVQB had to amplify nearly dependent directions (``θ_min / θ_max <
-    1e-4``), one more projection and SVQB restore orthogonality against ``Q``.
+    The projection is repeated when it removed most of a column (the DGKS
+    criterion, ``‖w_after‖ < ‖w_before‖ / 2``, in the Euclidean norm as a
+    cheap proxy); when SVQB had to amplify nearly dependent directions
+    (``θ_min / θ_max < 1e-4``), one more projection and SVQB restore
+    orthogonality against ``Q``.
     """
-    for _ in range(2 if Q is not None else 0):
+    if Q is not None:
+        before = torch.linalg.vector_norm(W, dim=-2)
         W = W - Q @ (BQ.transpose(-1, -2) @ W)
+        if bool((torch.linalg.vector_norm(W, dim=-2) < 0.5 * before).any()):
+            W = W - Q @ (BQ.transpose(-1, -2) @ W)
     W, BW, valid, ratio = svqb(W, apply_B(B, W), with_ratio=True)
     if ratio < 1e-4:
         if Q is not None:
