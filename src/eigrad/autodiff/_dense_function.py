@@ -84,7 +84,7 @@ class DenseEig(torch.autograd.Function):
             factory = functools.partial(factory, broadening=ctx.opts.broadening)
 
         def solve(R, shifts):
-            return ShiftedSolve.apply(R, shifts, XE, D, atol, factory, rtol, *handle)
+            return ShiftedSolve.apply(R, shifts, XE, torch.ones_like(D), atol, factory, rtol, *handle)
 
         return solve
 
@@ -102,7 +102,7 @@ class DenseEig(torch.autograd.Function):
         )
         D = cluster_mask(labels)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
-        LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B)
+        LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B, broadening=ctx.opts.broadening)
         gA = sym(LA @ XE.transpose(-1, -2))  # Ā = sym(L_A Xᵀ)
         gB = sym(LB @ XE.transpose(-1, -2)) if ctx.has_B else None  # B̄ = sym(L_B Xᵀ)
         gA = guard_second_order(first_order_only(gA), A, B)
@@ -119,7 +119,7 @@ class DenseEig(torch.autograd.Function):
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
         AdX = sym(dA) @ XE if dA is not None else torch.zeros_like(XE)
         BdX = sym(dB) @ XE if dB is not None else None
-        Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve)
+        Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, broadening=ctx.opts.broadening)
         Ld = guard_second_order(first_order_only(Ld[..., :k]), A, B)
         Xd = guard_second_order(first_order_only(Xd[..., :, :k]), A, B)
         return (Ld, Xd) + (None,) * (N_AUX + len(handle))

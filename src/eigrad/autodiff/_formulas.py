@@ -2,7 +2,8 @@
 
 Shapes: ``L`` (*b, K) eigenvalues, ``X`` (*b, n, K) B-orthonormal eigenvectors,
 ``BX = B X`` (``X`` when ``B = I``), ``D`` (*b, K, K) the cluster mask.
-``solve(R, shifts)`` returns the projected shifted solutions ``G_j r_j``.
+``solve(R, shifts)`` returns shifted solutions projected against **all** K
+columns of ``X``; :func:`split_solve` adds the part inside the computed set.
 """
 
 from __future__ import annotations
@@ -18,7 +19,37 @@ def _mT(t):
     return t.transpose(-1, -2)
 
 
-def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool):
+def inverse_gaps(L, D, broadening=None):
+    """``E_ij = 1/(λ_i - λ_j)`` outside clusters, ``0`` inside (D); (*b, K, K).
+
+    With a Lorentzian broadening ``ε``: ``(λ_i - λ_j)/((λ_i - λ_j)² + ε²)``.
+    """
+    diff = L.unsqueeze(-1) - L.unsqueeze(-2)
+    safe = torch.where(D, torch.ones_like(diff), diff)
+    inv = 1.0 / safe if broadening is None else safe / (safe**2 + broadening**2)
+    return torch.where(D, torch.zeros_like(diff), inv)
+
+
+def split_solve(R, L, X, BX, D, solve: Solve, broadening=None):
+    """``G_j r_j`` for every column (MATH.md's projected shifted solves), split in two.
+
+    With ``r_j = B X c_j + r_j^⊥`` (``c_j = Xᵀ r_j``, ``Xᵀ r_j^⊥ = 0``), the
+    solution is ``X [E ∘ C]_j + G^⊥_j r_j^⊥``: the computed eigenpairs enter
+    exactly through ``E_ij = 1/(λ_i - λ_j)`` (zero inside the cluster of ``j``,
+    as in MATH.md's "Full decomposition"), and the solver only sees the
+    complement of all K computed vectors. Mathematically the same ``G_j``; but
+    two close, unmerged eigenvalues now meet through one exact ``1/gap`` instead
+    of two independent nearly singular solves whose rounding does not cancel,
+    and the complement system is deflated of every computed pair.
+    """
+    C = _mT(X) @ R  # (*b, K, c)
+    Rperp = R - BX @ C
+    Yperp = solve(Rperp, L)
+    Yperp = Yperp - X @ (_mT(BX) @ Yperp)  # B-orthogonal to all computed columns
+    return X @ (inverse_gaps(L, D, broadening) * C) + Yperp
+
+
+def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=None):
     """Reverse mode (MATH.md, "Reverse mode (VJP)"). Returns ``(L_A, L_B)``, each (*b, n, K).
 
     ``L_B`` is ``None`` when ``need_B`` is false. Then ``Ā = sym(L_A Xᵀ)`` and
@@ -32,7 +63,7 @@ def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool):
     if Xbar is not None:
         DXtXbar = Dm * (_mT(X) @ Xbar)  # D ∘ (Xᵀ X̄)
         Rbar = Xbar - BX @ DXtXbar  # R̄ = X̄ - B X [D ∘ (Xᵀ X̄)]
-        Ybar = solve(Rbar, L)  # ȳ_j = G_j r̄_j
+        Ybar = split_solve(Rbar, L, X, BX, D, solve, broadening)  # ȳ_j = G_j r̄_j
         Vbar = Ybar - X @ (Dm * (_mT(BX) @ Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
         LA = LA - Vbar  # L_A = X Λ̄ - V̄
         if need_B:
@@ -40,7 +71,7 @@ def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool):
     return LA, LB
 
 
-def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve):
+def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None):
     """Forward mode (MATH.md, "Forward mode (JVP)"). Returns ``(Λ', X')``.
 
     ``AdX = A' X`` (*b, n, K) and ``BdX = B' X`` or ``None``.
@@ -50,7 +81,7 @@ def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve):
     XtVd = _mT(X) @ Vd
     Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)  # Λ' = diag(Xᵀ V')
     Rd = Vd - BX @ (Dm * XtVd)  # R' = V' - B X [D ∘ (Xᵀ V')]
-    Yd = solve(Rd, L)  # y'_j = G_j r'_j
+    Yd = split_solve(Rd, L, X, BX, D, solve, broadening)  # y'_j = G_j r'_j
     Yd = Yd - X @ (Dm * (_mT(BX) @ Yd))  # B-projected against each cluster
     Xd = -Yd  # X' = -½ X [D ∘ (Xᵀ B' X)] - Y'
     if BdX is not None:

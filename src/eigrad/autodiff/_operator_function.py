@@ -156,7 +156,7 @@ class OperatorEig(torch.autograd.Function):
         rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
 
         def solve(R, shifts):
-            return ShiftedSolve.apply(R, shifts, XE, D, atol, ctx.factory, rtol, *handle)
+            return ShiftedSolve.apply(R, shifts, XE, torch.ones_like(D), atol, ctx.factory, rtol, *handle)
 
         return solve
 
