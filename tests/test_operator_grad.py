@@ -398,3 +398,18 @@ class _PotentialModule(torch.nn.Module):
 
     def forward(self, X):
         return LAP_OP.matmat(X) + self.v.unsqueeze(-1) * X
+
+
+def test_float32_sparse_operator_matches_float64():
+    k = _closing_k(3)
+    W = sym_direction(N, 21)
+    grads = {}
+    for dt in (torch.float32, torch.float64):
+        S0 = _sparse_A()
+        vals = S0.values().to(dt).clone().requires_grad_()
+        A = torch.sparse_csr_tensor(S0.crow_indices(), S0.col_indices(), vals, (N, N))
+        L, X = eigrad.eigsh(A, k, solver=NoHandle())
+        assert L.dtype == dt
+        (grads[dt],) = torch.autograd.grad(_loss(L, X, W.to(dt)), vals)
+    g32, g64 = grads[torch.float32].double(), grads[torch.float64]
+    assert float((g32 - g64).abs().max() / g64.abs().max()) < 1e-3

@@ -67,7 +67,7 @@ _NORM_ITERS = 20
 
 
 def _dot(u, v):  # column-wise inner products (*b, n, c) -> (*b, c)
-    return (u * v).sum(-2)
+    return torch.linalg.vecdot(u, v, dim=-2)
 
 
 def _col(s):  # (*b, c) -> (*b, 1, c) to scale columns
@@ -253,9 +253,10 @@ class ProjectedMinres:
         cols = torch.arange(b.shape[-1], device=b.device)
         z = torch.zeros_like(b)
         zero = torch.zeros_like(beta1)
-        s = dict(r1=b, r2=b, yv=yv, w=z, w2=z, x=z, beta=beta1, beta1=beta1, oldb=zero, dbar=zero,
-                 epsln=zero, phibar=beta1, cs=-torch.ones_like(beta1), sn=zero, shifts=shifts, tau=tau,
-                 conv=conv, Mz=Mz)
+        # in-place updates below touch only x and freshly computed vectors; r1/r2/yv may alias
+        s = dict(r1=b, r2=b, yv=yv, w=z, w2=z.clone(), x=z.clone(), beta=beta1, beta1=beta1, oldb=zero,
+                 dbar=zero, epsln=zero, phibar=beta1, cs=-torch.ones_like(beta1), sn=zero, shifts=shifts,
+                 tau=tau, conv=conv, Mz=Mz)
         itn = 0
         while True:
             keep = (~s["conv"]).reshape(-1, s["conv"].shape[-1]).any(0)
@@ -272,12 +273,12 @@ class ProjectedMinres:
             v = s["yv"] * _col(inv)
             y = self._K(v, s["shifts"], track=itn <= _NORM_ITERS)
             ratio = torch.where(oldb > 0, beta / torch.where(oldb > 0, oldb, torch.ones_like(oldb)), zero[..., :1])
-            y = y - s["r1"] * _col(ratio)
-            alfa = _dot(v, y)  # = vᵀ P K v for v in range(Pᵀ)
-            y = y - s["r2"] * _col(alfa * inv)
+            y.addcmul_(s["r1"], _col(-ratio))
+            alfa = torch.linalg.vecdot(v, y, dim=-2)  # = vᵀ P K v for v in range(Pᵀ)
+            y.addcmul_(s["r2"], _col(-alfa * inv))
             # one projection of the new Lanczos vector keeps every residual-space vector in range(P):
             # P (K v - c₁ r₁ - c₂ r₂) = P K v - c₁ r₁ - c₂ r₂, and rounding along B Z never accumulates
-            y = y - BX @ (Mzc * (mT(X) @ y))
+            y.sub_(BX @ (Mzc * (mT(X) @ y)))
             r1, r2 = s["r2"], y
             yv = T(r2, Mzc)
             oldb = beta
@@ -289,13 +290,13 @@ class ProjectedMinres:
             dbar = -s["cs"] * beta
             gamma = torch.hypot(gbar, beta).clamp_min(eps)
             cs, sn = gbar / gamma, beta / gamma
-            phi = cs * s["phibar"]
+            phi = torch.where(s["conv"], zero[..., :1], cs * s["phibar"])  # frozen columns keep their x
             phibar = sn * s["phibar"]
             w1, w2 = s["w2"], s["w"]
-            w = (v - w1 * _col(oldeps) - w2 * _col(delta)) * _col(1.0 / gamma)
-            x = torch.where(_col(s["conv"]), s["x"], s["x"] + w * _col(phi))
+            w = v.addcmul_(w1, _col(-oldeps)).addcmul_(w2, _col(-delta)).mul_(_col(1.0 / gamma))
+            s["x"].addcmul_(w, _col(phi))
             conv = s["conv"] | (phibar.abs() <= s["tau"] * s["beta1"]) | (beta == 0)
-            s.update(r1=r1, r2=r2, yv=yv, w=w, w2=w2, x=x, beta=beta, oldb=oldb, dbar=dbar, epsln=epsln,
+            s.update(r1=r1, r2=r2, yv=yv, w=w, w2=w2, beta=beta, oldb=oldb, dbar=dbar, epsln=epsln,
                      phibar=phibar, cs=cs, sn=sn, conv=conv)
         if cols.numel():
             out = out.index_copy(-1, cols, s["x"])

@@ -71,7 +71,8 @@ class ScipyLinearOperator(LinearOperator):
         return torch.from_numpy(np.ascontiguousarray(Y)).to(dtype=self.dtype, device=X.device)
 
     def flatten(self):
-        return (), OperatorSpec(lambda ts: self)
+        op, dtype = self.op, self.dtype
+        return (), OperatorSpec(lambda ts: ScipyLinearOperator(op, dtype=dtype))
 
     def bilinear_vjp(self, L, R):
         return ()

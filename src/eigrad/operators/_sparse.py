@@ -164,10 +164,18 @@ class SparseOperator(LinearOperator):
             Y = self.matmat(Xf)
             return Y.reshape(self.n, *batch, m).movedim(0, -2)
         if self._use_scipy(self.values, X):
-            indices, indptr = self.pattern.scipy_index()
-            S = scipy.sparse.csr_matrix((self.values.detach().numpy(), indices, indptr), shape=self.shape)
-            return torch.from_numpy(np.asarray(S @ X.detach().numpy()))
+            return torch.from_numpy(np.asarray(self._scipy_matrix() @ X.detach().numpy()))
         return _gather_matmat(self.values, self.pattern, X)
+
+    def _scipy_matrix(self):
+        """The scipy CSR view of the values (shared memory), rebuilt if they were modified in place."""
+        cached = getattr(self, "_scipy_cache", None)
+        version = self.values._version
+        if cached is None or cached[0] != version:
+            indices, indptr = self.pattern.scipy_index()
+            S = scipy.sparse.csr_matrix((self.values.detach().numpy(), indices, indptr), shape=self.shape, copy=False)
+            self._scipy_cache = cached = (version, S)
+        return cached[1]
 
     def to_dense(self):
         p = self.pattern
