@@ -436,3 +436,12 @@ def test_iterative_forward_solvers_feed_the_minres_backward(solver):
     (g,) = torch.autograd.grad(L.sum() + (W * (X @ X.T)).sum(), v)
     assert torch.allclose(L, L_ref, atol=1e-9, rtol=0)
     assert float((g - torch.diagonal(gA)).abs().max() / gA.diagonal().abs().max()) < 1e-6
+
+
+def test_vmap_when_slices_need_different_guard_counts():
+    """k=2 cuts the exact pair of the first potential (more guards), not of the second."""
+    vs = torch.stack([V0, V0 + 0.05 * torch.arange(N, dtype=DT) / N])
+    out = torch.func.vmap(lambda v: eigrad.eigsh(potential_operator(LAP_OP, v), 2, solver=NoHandle()).eigenvalues)(vs)
+    for i in range(2):
+        ref = torch.linalg.eigvalsh(torch.from_numpy(LAP.toarray()) + torch.diag(vs[i]))[:2]
+        assert torch.allclose(out[i], ref, atol=1e-10, rtol=0)
