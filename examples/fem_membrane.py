@@ -132,7 +132,7 @@ def objective(mem, z, eig=eig_eigrad, weight=2.0):
     return -torch.log(gap) + weight * energy
 
 
-def gradient_check(mem: Membrane, z0, h=1e-3, seed=0):
+def gradient_check(mem: Membrane, z0, h=1e-2, seed=0):
     """Directional derivatives at ``z0`` (along a random unit vector) against finite differences."""
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(mem.n_el, dtype=DT, generator=g)
@@ -191,7 +191,8 @@ def plot(mem, z, history, lam0, lam, path):
     ax[1].add_patch(plt.Circle((0.5, 0.5), SENSOR_RADIUS, fill=False, ec="w", ls="--"))
     fig.colorbar(tc, ax=ax[1], label="density ρ (mean 1)")
     ax[1].set_aspect("equal")
-    ax[1].set_title("optimized density, sensor patch R dashed")
+    ax[1].set_title("optimized density")
+    ax[1].set_xlabel("dashed: sensor patch R")
     idx = np.arange(1, K_MODES + 1)
     ax[2].plot(idx, lam0.numpy() / math.pi**2, "o", label="uniform density")
     ax[2].plot(idx, lam.numpy() / math.pi**2, "s", label="optimized")

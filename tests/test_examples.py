@@ -22,6 +22,7 @@ pytest.importorskip("matplotlib")
 
 def run_example(name: str, tmp_path: Path) -> str:
     env = dict(os.environ, MPLBACKEND="Agg")
+    env.setdefault("OMP_NUM_THREADS", "1")  # the suite runs beside other work: no OpenMP spinning
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py"), "--fast", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, env=env,
@@ -74,3 +75,25 @@ def test_spectral_clustering(tmp_path):
     assert number(r"projector distance (\S+),", raw) > 0.1
     assert number(r"accuracy (\S+),", raw) < 0.9
     assert number(r"initial metric: .*accuracy (\S+)$", out) < 0.9
+
+
+@pytest.mark.slow
+def test_planewave(tmp_path):
+    out = run_example("planewave", tmp_path)
+    # cubic symmetry: the closed clusters s, p, 2s, e_g
+    assert re.search(r"^degeneracies: 1 3 1 2$", out, re.MULTILINE), out
+    assert number(r"max \|dE/dV - Σ\|ψ_i\|²\| / max ρ = (\S+);", out) < 1e-12
+    assert number(r"finite differences of E: relative error (\S+)$", out) < 1e-7
+    assert number(r"density response .* relative error (\S+)$", out) < 1e-6
+    rms0, rms1 = (float(x) for x in re.search(r"rms level error (\S+) -> (\S+) hartree", out).groups())
+    assert rms1 < 0.05 * rms0, out
+
+
+@pytest.mark.slow
+def test_spectral_norm(tmp_path):
+    out = run_example("spectral_norm", tmp_path)
+    errs = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^  (.+?)\s+relative error (\S+)", out, re.MULTILINE)}
+    assert errs["eigrad"] < 1e-10, out
+    assert errs["power T=1"] > 0.1 and errs["power T=300"] < errs["power T=1"], out
+    obj = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^training with (.+?)\s*: objective (\S+)", out, re.MULTILINE)}
+    assert obj["eigrad"] <= min(obj.values()) + 1e-9, out
