@@ -32,5 +32,21 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/dense_partial.py
 
+# examples: every script in examples/ in its --fast mode (plots to examples/out/)
+$(VENV)/.examples-installed: $(STAMP)
+	$(BIN)/python -m pip install -q "matplotlib>=3.6" "scikit-fem>=9"
+	touch $@
+
+examples: $(VENV)/.examples-installed
+	@set -e; for f in examples/*.py; do echo "== $$f --fast"; MPLBACKEND=Agg $(BIN)/python $$f --fast; done
+
+# docs: the mkdocs-material site in site/, built offline (no fonts or CDN fetched)
+$(VENV)/.docs-installed: $(STAMP)
+	$(BIN)/python -m pip install -q "mkdocs-material>=9" "mkdocstrings[python]>=0.24"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
