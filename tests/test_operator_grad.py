@@ -9,54 +9,28 @@ central finite differences of gauge-invariant losses.
 
 from __future__ import annotations
 
-import gc
-import weakref
-
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from _operator_helpers import (
-    DT,
-    NoHandle,
-    ScipyEigsh,
-    laplacian_2d,
-    laplacian_2d_eigenvalues,
-    potential_operator,
-    scipy_to_torch_csr,
-    sym_direction,
+from _operator_grid import (
+    A0,
+    CLUSTERS,
+    LAP,
+    LAP_OP,
+    M_GRID,
+    N,
+    ROUTES,
+    SPECTRUM,
+    V0,
+    closing_k,
+    grid_loss,
+    radial_potential,
+    sparse_A,
 )
+from _operator_helpers import DT, NoHandle, laplacian_2d, laplacian_2d_eigenvalues, potential_operator, sym_direction
 
 import eigrad
 from eigrad.testing import central_difference, cluster_positions, clustered_spectrum, invariant_loss, planted
-
-M_GRID = 8
-N = M_GRID * M_GRID
-ROUTES = {"dense": "dense", "minres": NoHandle(), "arpack+minres": ScipyEigsh()}
-
-
-def _radial_potential(m=M_GRID, strength=0.3):
-    """A potential with the square's full symmetry (D4): the grid's degenerate pairs stay exact."""
-    i = torch.arange(m, dtype=DT) - (m - 1) / 2
-    return strength * ((i[:, None] ** 2 + i[None, :] ** 2) / m**2).reshape(-1)
-
-
-LAP = laplacian_2d(M_GRID)
-LAP_OP = eigrad.as_operator(LAP)
-V0 = _radial_potential()
-A0 = torch.from_numpy(LAP.toarray()) + torch.diag(V0)
-SPECTRUM = torch.linalg.eigvalsh(A0)
-CLUSTERS = cluster_positions(SPECTRUM[:12], tol=1e-10)
-
-
-def _closing_k(n_clusters):
-    return CLUSTERS[n_clusters - 1][-1] + 1
-
-
-def _sparse_A(values=None):
-    """A0 as a torch CSR tensor whose stored values may require grad."""
-    S = (LAP + sp.diags(V0.numpy())).tocsr()
-    return scipy_to_torch_csr(S, values)
 
 
 def test_grid_has_exact_degenerate_pairs():
@@ -71,7 +45,7 @@ def test_grid_has_exact_degenerate_pairs():
 @pytest.mark.parametrize("n_clusters", [2, 4])
 def test_hellmann_feynman_on_grid(route, n_clusters):
     """∂ Σ_{i<k} λ_i / ∂v = Σ_i x_i² for a diagonal potential, with k closing the clusters."""
-    k = _closing_k(n_clusters)
+    k = closing_k(n_clusters)
     v = V0.clone().requires_grad_()
     L, X = eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=ROUTES[route])
     assert torch.allclose(L, SPECTRUM[:k], atol=1e-10, rtol=0)
@@ -82,10 +56,10 @@ def test_hellmann_feynman_on_grid(route, n_clusters):
 @pytest.mark.parametrize("route", ["dense", "minres"])
 def test_hellmann_feynman_sparse_diagonal_values(route):
     """The same identity on the stored diagonal values of a sparse matrix."""
-    k = _closing_k(2)
-    S0 = _sparse_A()
+    k = closing_k(2)
+    S0 = sparse_A()
     vals = S0.values().clone().requires_grad_()
-    L, X = eigrad.eigsh(_sparse_A(vals), k, solver=ROUTES[route])
+    L, X = eigrad.eigsh(sparse_A(vals), k, solver=ROUTES[route])
     L.sum().backward()
     crow, col = S0.crow_indices(), S0.col_indices()
     row = torch.repeat_interleave(torch.arange(N), crow[1:] - crow[:-1])
@@ -110,27 +84,21 @@ def test_cut_cluster_is_reported(route):
 # Representations and routes agree --------------------------------------------
 
 
-def _loss(L, X, W):
-    k = L.shape[-1]
-    clusters = [c for c in CLUSTERS if c[-1] < k]
-    return invariant_loss(L, X, clusters, W)
-
-
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_three_representations_agree_with_the_dense_path(route):
     """Dense tensor, sparse CSR and FunctionOperator of one matrix: values and gradients agree."""
-    k = _closing_k(4)
+    k = closing_k(4)
     W = sym_direction(N, 3)
     Ad = A0.clone().requires_grad_()
     L_ref, X_ref = eigrad.eigsh(Ad, k)  # the dense-tensor core path
-    (gA,) = torch.autograd.grad(_loss(L_ref, X_ref, W), Ad)
+    (gA,) = torch.autograd.grad(grid_loss(L_ref, X_ref, W), Ad)
 
-    S0 = _sparse_A()
+    S0 = sparse_A()
     vals = S0.values().clone().requires_grad_()
     v = V0.clone().requires_grad_()
     reps = {
         "dense-operator": (eigrad.as_operator(A0.clone().requires_grad_()), None),
-        "sparse": (_sparse_A(vals), vals),
+        "sparse": (sparse_A(vals), vals),
         "function": (potential_operator(LAP_OP, v), v),
     }
     crow, col = S0.crow_indices(), S0.col_indices()
@@ -140,21 +108,21 @@ def test_three_representations_agree_with_the_dense_path(route):
             leaf = A.A
         L, X = eigrad.eigsh(A, k, solver=ROUTES[route])
         assert torch.allclose(L, L_ref, atol=1e-10, rtol=0), name
-        (g,) = torch.autograd.grad(_loss(L, X, W), leaf)
+        (g,) = torch.autograd.grad(grid_loss(L, X, W), leaf)
         expect = {"dense-operator": gA, "sparse": gA[row, col], "function": torch.diagonal(gA)}[name]
         assert torch.allclose(g, expect, atol=1e-8, rtol=1e-7), (name, float((g - expect).abs().max()))
 
 
 def test_sparse_coo_leaf_gets_a_sparse_gradient_on_its_pattern():
-    S = _sparse_A().to_sparse_coo().coalesce().detach().requires_grad_()
-    k = _closing_k(3)
+    S = sparse_A().to_sparse_coo().coalesce().detach().requires_grad_()
+    k = closing_k(3)
     W = sym_direction(N, 4)
     L, X = eigrad.eigsh(S, k, solver=NoHandle())
-    _loss(L, X, W).backward()
+    grid_loss(L, X, W).backward()
     assert S.grad.layout == torch.sparse_coo
     Ad = A0.clone().requires_grad_()
     L2, X2 = eigrad.eigsh(Ad, k)
-    _loss(L2, X2, W).backward()
+    grid_loss(L2, X2, W).backward()
     G = S.grad.coalesce()
     i, j = G.indices()
     assert torch.equal(G.indices(), S.detach().indices())
@@ -232,7 +200,7 @@ def test_generalized_sparse_B_values_match_the_dense_path():
 
 @pytest.mark.parametrize("route", ["minres", "arpack+minres"])
 def test_projector_loss_against_finite_differences(route):
-    k = _closing_k(3)
+    k = closing_k(3)
     W = sym_direction(N, 12)
     d = torch.randn(N, dtype=DT, generator=torch.Generator().manual_seed(13))
 
@@ -249,13 +217,13 @@ def test_projector_loss_against_finite_differences(route):
 
 @pytest.mark.parametrize("route", ["dense", "minres"])
 def test_jvp_matches_finite_differences_and_vjp(route):
-    k = _closing_k(3)
+    k = closing_k(3)
     W = sym_direction(N, 14)
     d = torch.randn(N, dtype=DT, generator=torch.Generator().manual_seed(15))
 
     def f(v):
         L, X = eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=ROUTES[route])
-        return _loss(L, X, W)
+        return grid_loss(L, X, W)
 
     _, t = torch.func.jvp(f, (V0,), (d,))
     g = torch.func.grad(f)(V0)
@@ -265,7 +233,7 @@ def test_jvp_matches_finite_differences_and_vjp(route):
 
 
 def test_jacrev_jacfwd_vmap_through_operators():
-    k = _closing_k(2)
+    k = closing_k(2)
     weights = torch.tensor([1.0] + [2.0] * (k - 1), dtype=DT)  # uniform on the pair
 
     def f(v):
@@ -295,122 +263,30 @@ def test_module_operator_gradients():
             return self.c * LAP_OP.matmat(X) + (self.v + self.shift).unsqueeze(-1) * X
 
     mod = Potential()
-    k = _closing_k(3)
+    k = closing_k(3)
     W = sym_direction(N, 16)
     L, X = eigrad.eigsh(eigrad.ModuleOperator(mod, N), k, solver=NoHandle())
-    _loss(L, X, W).backward()
+    grid_loss(L, X, W).backward()
     v, c = V0.clone().requires_grad_(), torch.ones((), dtype=DT, requires_grad=True)
     op = eigrad.FunctionOperator(lambda X, v, c: c * LAP_OP.matmat(X) + v.unsqueeze(-1) * X, (v, c), N)
     L2, X2 = eigrad.eigsh(op, k, solver="dense")
-    gv, gc_ = torch.autograd.grad(_loss(L2, X2, W), (v, c))
+    gv, gc_ = torch.autograd.grad(grid_loss(L2, X2, W), (v, c))
     assert torch.allclose(mod.v.grad, gv, atol=1e-8, rtol=1e-7)
     assert torch.allclose(mod.c.grad, gc_, atol=1e-8, rtol=1e-7)
     assert mod.shift.grad is None
 
 
-# The backward's linear solver --------------------------------------------------
-
-
-def test_preconditioned_backward_gives_the_same_gradient():
-    k = _closing_k(3)
-    W = sym_direction(N, 17)
-    P = torch.linalg.inv(A0 + 0.5 * torch.eye(N, dtype=DT))  # SPD ≈ (A - σ)⁻¹, σ = -0.5
-    grads = []
-    for pre in (None, P, eigrad.as_operator(P), lambda R: P @ R):
-        v = V0.clone().requires_grad_()
-        L, X = eigrad.eigsh(potential_operator(LAP_OP, v), k, solver=NoHandle(),
-                            backward=eigrad.BackwardOptions(linsolve_preconditioner=pre))
-        grads.append(torch.autograd.grad(_loss(L, X, W), v)[0])
-    for g in grads[1:]:
-        assert torch.allclose(g, grads[0], atol=1e-9, rtol=1e-8)
-
-
-def test_backward_solve_that_does_not_converge_raises():
-    v = V0.clone().requires_grad_()
-    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), _closing_k(3), solver=NoHandle(),
-                        backward=eigrad.BackwardOptions(linsolve_maxiter=2))
-    with pytest.raises(eigrad.ConvergenceError, match=r"MINRES .* reached maxiter=2.*gradient was not computed"):
-        _loss(L, X, sym_direction(N, 18)).backward()
-    assert v.grad is None
-
-
-def test_eigenvalue_only_loss_needs_no_linear_solve():
-    """Λ̄ alone: the backward is Hellmann–Feynman, so even maxiter=1 cannot fail."""
-    v = V0.clone().requires_grad_()
-    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), _closing_k(3), solver=NoHandle(),
-                        backward=eigrad.BackwardOptions(linsolve_maxiter=1))
-    L.sum().backward()
-    assert torch.allclose(v.grad, (X.detach() ** 2).sum(-1), atol=1e-10, rtol=0)
-
-
-def test_scipy_inputs_give_no_gradient():
-    L, X = eigrad.eigsh(LAP, 3)
-    assert not L.requires_grad and not X.requires_grad
-    assert torch.allclose(L, torch.from_numpy(laplacian_2d_eigenvalues(M_GRID)[:3]), atol=1e-12, rtol=0)
-
-
-# Hygiene -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("route", list(ROUTES))
-def test_global_rng_is_untouched(route):
-    torch_state = torch.random.get_rng_state()
-    np_state = np.random.get_state()[1].copy()
-    v = V0.clone().requires_grad_()
-    L, X = eigrad.eigsh(potential_operator(LAP_OP, v), _closing_k(3), solver=ROUTES[route])
-    _loss(L, X, sym_direction(N, 19)).backward()
-    assert torch.equal(torch.random.get_rng_state(), torch_state)
-    assert np.array_equal(np.random.get_state()[1], np_state)
-
-
-@pytest.mark.parametrize("route", ["dense", "minres"])
-@pytest.mark.parametrize("kind", ["module", "function"])
-def test_no_reference_cycles_after_backward(route, kind):
-    """After backward and del, the operator and its module are freed by refcounting alone."""
-
-    def run():
-        if kind == "module":
-            op = eigrad.ModuleOperator(_PotentialModule(), N)
-            target = op.module
-        else:
-            v = V0.clone().requires_grad_()
-            op = potential_operator(LAP_OP, v)
-            target = op
-        L, X = eigrad.eigsh(op, _closing_k(3), solver=ROUTES[route])
-        _loss(L, X, sym_direction(N, 20)).backward()
-        return weakref.ref(target)
-
-    run()  # warm-up: torch's lazy imports on the first torch.func call keep one frame alive
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        ref = run()
-        assert ref() is None
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-class _PotentialModule(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.v = torch.nn.Parameter(V0.clone())
-
-    def forward(self, X):
-        return LAP_OP.matmat(X) + self.v.unsqueeze(-1) * X
-
-
 def test_float32_sparse_operator_matches_float64():
-    k = _closing_k(3)
+    k = closing_k(3)
     W = sym_direction(N, 21)
     grads = {}
     for dt in (torch.float32, torch.float64):
-        S0 = _sparse_A()
+        S0 = sparse_A()
         vals = S0.values().to(dt).clone().requires_grad_()
         A = torch.sparse_csr_tensor(S0.crow_indices(), S0.col_indices(), vals, (N, N))
         L, X = eigrad.eigsh(A, k, solver=NoHandle())
         assert L.dtype == dt
-        (grads[dt],) = torch.autograd.grad(_loss(L, X, W.to(dt)), vals)
+        (grads[dt],) = torch.autograd.grad(grid_loss(L, X, W.to(dt)), vals)
     g32, g64 = grads[torch.float32].double(), grads[torch.float64]
     assert float((g32 - g64).abs().max() / g64.abs().max()) < 1e-3
 
@@ -424,7 +300,7 @@ def test_iterative_forward_solvers_feed_the_minres_backward(solver):
         pytest.skip("this build has no iterative eigensolvers")
     m = 16
     lap = eigrad.as_operator(laplacian_2d(m))
-    v0 = _radial_potential(m)
+    v0 = radial_potential(m)
     A = torch.from_numpy(laplacian_2d(m).toarray()) + torch.diag(v0)
     k = cluster_positions(torch.linalg.eigvalsh(A)[:10], tol=1e-10)[2][-1] + 1  # closes 1 | 2 2 | 1
     W = sym_direction(m * m, 22)
