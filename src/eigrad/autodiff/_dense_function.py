@@ -21,6 +21,7 @@ from ._checks import check_existence
 from ._clusters import cluster_mask
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, sym, vjp_terms
+from ._second_order import degenerate_clusters, degenerate_guard, differentiable_vjp
 from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
@@ -41,6 +42,10 @@ def _pad(t, m, dim):
     shape = list(t.shape)
     shape[dim] = m
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+def _first_order(d, A, B):
+    return guard_second_order(first_order_only(d), A, B)
 
 
 class DenseEig(torch.autograd.Function):
@@ -69,7 +74,8 @@ class DenseEig(torch.autograd.Function):
         ctx.mark_non_differentiable(*aux)
         ctx.set_materialize_grads(False)
         # A and B too: the derivatives are tied to them so that a second derivative raises
-        ctx.save_for_backward(*aux, A, B)
+        # the outputs L, X too: a differentiable backward (create_graph) re-enters this Function through them
+        ctx.save_for_backward(*aux, A, B, output[0], output[1])
         ctx.save_for_forward(*aux, A, B)
         ctx.k, ctx.largest, ctx.opts = k, largest, opts
         ctx.factory = solver.handle_factory
@@ -90,7 +96,7 @@ class DenseEig(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gL, gX, *_):
-        LE, XE, labels, cut, BXE, atol, *handle, A, B = ctx.saved_tensors
+        LE, XE, labels, cut, BXE, atol, *handle, A, B, L, X = ctx.saved_tensors
         if gL is None and gX is None:
             return None, None, None, None, None, None
         k = ctx.k
@@ -100,13 +106,23 @@ class DenseEig(torch.autograd.Function):
             L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
             gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
         )
+        if torch.is_grad_enabled() and ctx.opts.broadening is None:
+            # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md, "Second order")
+            degenerate = degenerate_clusters(labels, k)
+            if not degenerate:
+                rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
+                gA, gB = differentiable_vjp(L, X, A, B, gL, gX, atol, ctx.factory, rtol, handle)
+                return gA, gB, None, None, None, None
+            mark = degenerate_guard(degenerate, LE)
+        else:
+            mark = _first_order
         D = cluster_mask(labels)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
         LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B, broadening=ctx.opts.broadening)
         gA = sym(LA @ XE.transpose(-1, -2))  # Ā = sym(L_A Xᵀ)
         gB = sym(LB @ XE.transpose(-1, -2)) if ctx.has_B else None  # B̄ = sym(L_B Xᵀ)
-        gA = guard_second_order(first_order_only(gA), A, B)
-        gB = guard_second_order(first_order_only(gB), A, B)
+        gA = mark(gA, A, B)
+        gB = mark(gB, A, B)
         return gA, gB, None, None, None, None
 
     @staticmethod

@@ -1,0 +1,237 @@
+"""The projected shifted solve as a differentiable operation (second derivatives).
+
+``Y = ProjectedSolve.apply(R, shifts, X, A, B, ...)`` returns, column by
+column, the solution of ``(A - λ_j B) y_j = r_j`` with ``Xᵀ B y_j = 0``
+projected against **all** columns of ``X`` (the k differentiable eigenvectors),
+for right-hand sides with ``Xᵀ r_j = 0`` (MATH.md, "Second order").
+
+Derivation. With ``X`` exact eigenvectors (``A X = B X Λ``, ``Xᵀ B X = I``),
+``y_j`` is the first block of the bordered system (symmetric, nonsingular
+while no eigenvalue outside ``X`` equals ``λ_j``)::
+
+    K_j [y; μ] = [r; 0],   K_j = [[A - λ_j B, B X], [Xᵀ B, 0]]
+
+(``μ = Xᵀ r = 0``). ``K_j⁻¹ [f; h] = [G_j Π f + X h; ·]`` with
+``Π f = f - B X Xᵀ f`` and ``G_j`` the projected solve, so differentiating
+``K_j [y; μ] = [r; 0]``::
+
+    JVP:  dy_j = G_j Π f_j - X (dXᵀ B y_j + Xᵀ dB y_j),
+          f_j  = dr_j - dA y_j + dλ_j B y_j + λ_j dB y_j
+    VJP:  w_j = G_j Π ȳ_j,  ν_j = Xᵀ ȳ_j
+          r̄_j = w_j,  λ̄_j = w_jᵀ B y_j,  Ā = -sym(W Yᵀ),
+          B̄ = sym(W Λ Yᵀ) - sym(X N Yᵀ),  X̄ = -B Y Nᵀ   (N = [ν_j])
+
+Both are again projected solves with the same shifts, computed by this same
+Function, so every order of derivative is available. ``A`` and ``B`` enter
+only through these formulas; the forward applies the eigen-solver's handle
+(an eigenbasis or a tridiagonal reduction), exactly as the first-order
+backward does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import concrete
+from ._formulas import sym, vjp_terms
+
+
+def _mT(t):
+    return t.transpose(-1, -2)
+
+
+def _mm(M, Y):
+    return Y if M is None else M @ Y
+
+
+class ProjectedSolve(torch.autograd.Function):
+    """Differentiable projected shifted solve for dense ``A`` (*b,n,n), ``B`` (*b,n,n) or None.
+
+    ``R`` (*b,n,c), ``shifts`` (*b,c), ``X`` (*b,n,k) B-orthonormal
+    eigenvectors; returns ``Y`` (*b,n,c) B-orthogonal to every column of ``X``.
+    ``A`` and ``B`` must be symmetric; they are used only by the derivatives.
+    """
+
+    @staticmethod
+    def forward(R, shifts, X, A, B, atol, factory, rtol, *handle):
+        with torch.no_grad():
+            BX = _mm(B, X)
+            Rp = R - BX @ (_mT(X) @ R)  # Π r: rounding-level cleanup of the cluster part
+            M = torch.ones((*X.shape[:-2], X.shape[-1], R.shape[-1]), dtype=torch.bool, device=X.device)
+            Y = factory(handle, atol, rtol)(Rp, shifts, X, M)
+            return Y - X @ (_mT(BX) @ Y)  # MATH.md: project the solver's answer
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        R, shifts, X, A, B, atol, factory, rtol, *handle = inputs
+        ctx.save_for_backward(shifts, X, A, B, atol, output, *handle)
+        ctx.save_for_forward(shifts, X, A, B, atol, output, *handle)
+        ctx.factory, ctx.rtol = factory, rtol
+
+    @staticmethod
+    def _again(ctx, F, shifts, X, A, B, atol, handle):
+        """``G Π F`` through this Function (so that it is differentiable once more)."""
+        BX = _mm(B, X)
+        return ProjectedSolve.apply(F - BX @ (_mT(X) @ F), shifts, X, A, B, atol, ctx.factory, ctx.rtol, *handle)
+
+    @staticmethod
+    def backward(ctx, Ybar):
+        shifts, X, A, B, atol, Y, *handle = ctx.saved_tensors
+        n_rest = 3 + len(handle)
+        if Ybar is None:
+            return (None,) * (5 + n_rest)
+        W = ProjectedSolve._again(ctx, Ybar, shifts, X, A, B, atol, handle)  # w_j = G_j Π ȳ_j
+        N = _mT(X) @ Ybar  # ν_j = Xᵀ ȳ_j, (*b, k, c)
+        BY = _mm(B, Y)
+        gR = W
+        gs = (W * BY).sum(-2)  # λ̄_j = w_jᵀ B y_j
+        gX = -BY @ _mT(N)  # X̄ = -B Y Nᵀ
+        gA = -sym(W @ _mT(Y))  # Ā = -sym(W Yᵀ)
+        gB = None
+        if B is not None:
+            gB = sym((W * shifts.unsqueeze(-2)) @ _mT(Y)) - sym(X @ N @ _mT(Y))  # B̄
+        return (gR, gs, gX, gA, gB) + (None,) * n_rest
+
+    @staticmethod
+    def jvp(ctx, dR, dshifts, dX, dA, dB, *_):
+        shifts, X, A, B, atol, Y, *handle = ctx.saved_tensors
+        BY = _mm(B, Y)
+        F = torch.zeros_like(Y) if dR is None else dR  # f_j = dr_j - dA y_j + dλ_j B y_j + λ_j dB y_j
+        if dA is not None:
+            F = F - sym(dA) @ Y
+        if dshifts is not None:
+            F = F + BY * dshifts.unsqueeze(-2)
+        H = None  # h_j = dXᵀ B y_j + Xᵀ dB y_j
+        if B is not None and dB is not None:
+            dBY = sym(dB) @ Y
+            F = F + dBY * shifts.unsqueeze(-2)
+            H = _mT(X) @ dBY
+        if dX is not None:
+            H = _mT(dX) @ BY if H is None else H + _mT(dX) @ BY
+        dY = ProjectedSolve._again(ctx, F, shifts, X, A, B, atol, handle)
+        if H is not None:
+            dY = dY - X @ H
+        return dY
+
+    @staticmethod
+    def vmap(info, in_dims, R, shifts, X, A, B, atol, factory, rtol, *handle):
+        V = info.batch_size
+        R_dim = in_dims[0]
+        others = [in_dims[1], in_dims[2], in_dims[3], in_dims[4], in_dims[5], *in_dims[8:]]
+        if R_dim is not None and all(d is None for d in others):
+            # only the right-hand sides are batched: fold the vmapped dim into columns
+            Rm = R.movedim(R_dim, -1)  # (*b, n, c, V)
+            c = Rm.shape[-2]
+            Y = ProjectedSolve.apply(
+                Rm.reshape(*Rm.shape[:-2], c * V), shifts.repeat_interleave(V, dim=-1),
+                X, A, B, atol, factory, rtol, *handle,
+            )
+            return Y.reshape(*Y.shape[:-1], c, V), Y.dim() - 1
+
+        def front(t, d):
+            if t is None:
+                return None
+            return t.unsqueeze(0).expand(V, *t.shape) if d is None else t.movedim(d, 0)
+
+        args = [front(t, d) for t, d in zip((R, shifts, X, A, B, atol), in_dims[:6])]
+        hs = [front(h, d) for h, d in zip(handle, in_dims[8:])]
+        return ProjectedSolve.apply(*args, factory, rtol, *hs), 0
+
+
+def differentiable_vjp(L, X, A, B, Lbar, Xbar, atol, factory, rtol, handle):
+    """MATH.md reverse mode from differentiable operations; returns ``(Ā, B̄)`` (``B̄`` None without B).
+
+    ``L`` (*b,k), ``X`` (*b,n,k) are the eigen-Function's own outputs (saved
+    outputs are attached to the graph), ``A``, ``B`` its inputs, so the result
+    can be differentiated again. Only for points where every computed
+    cluster is simple (``D = I``); the projected solves are against all k
+    columns, the pairs among them coupled exactly by ``1/(λ_i - λ_j)``.
+    """
+    As = sym(A)
+    Bs = None if B is None else sym(B)
+    BX = _mm(Bs, X)
+    k = X.shape[-1]
+    D = torch.eye(k, dtype=torch.bool, device=X.device).expand(*L.shape[:-1], k, k)
+
+    def solve(R, shifts):
+        return ProjectedSolve.apply(R, shifts, X, As, Bs, atol, factory, rtol, *handle)
+
+    LA, LB = vjp_terms(L, X, BX, D, Lbar, Xbar, solve, need_B=B is not None)
+    gA = sym(LA @ _mT(X))  # Ā = sym(L_A Xᵀ)
+    gB = None if B is None else sym(LB @ _mT(X))  # B̄ = sym(L_B Xᵀ)
+    return gA, gB
+
+
+def degenerate_clusters(labels, k):
+    """``[(batch index, positions), ...]`` of clusters with more than one member that touch the k wanted columns."""
+    lab = concrete(labels)
+    flat = lab.reshape(-1, lab.shape[-1])
+    found = []
+    for b in range(flat.shape[0]):
+        row = flat[b].tolist()
+        for c in sorted(set(row[:k])):
+            pos = [i for i, v in enumerate(row) if v == c]
+            if len(pos) > 1:
+                found.append((b, pos))
+    return found
+
+
+_DEGENERATE = (
+    "eigrad cannot yet differentiate its backward at a repeated eigenvalue: {where}. The first "
+    "derivative there is exact, but the second (create_graph=True, torch.func.hessian, "
+    "jacfwd(jacrev(...)), Hessian-vector products) needs degenerate perturbation theory inside the "
+    "cluster, which is not implemented (issue 4, docs/second_order.md). Use the gradient only, "
+    "or break the degeneracy (the second derivative of a loss over a repeated eigenvalue is "
+    "ill-conditioned near it), or BackwardOptions(degen_atol=..., degen_rtol=...) if the "
+    "eigenvalues are distinct but merged by the tolerance."
+)
+
+
+def _describe(found, LE):
+    vals = concrete(LE).reshape(-1, LE.shape[-1])
+    parts = []
+    for b, pos in found[:3]:
+        v = vals[b, pos[0]].item()
+        prefix = f"batch {b}, " if vals.shape[0] > 1 else ""
+        parts.append(f"{prefix}eigenvalues at positions {pos} (≈ {v:.6g}) form a cluster of size {len(pos)}")
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return "; ".join(parts) + more
+
+
+class DegenerateGuard(torch.autograd.Function):
+    """``x`` (``zero=False``) or a 0-dim zero tied to ``x``; differentiating it raises ``message``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, message, zero):
+        return torch.zeros((), dtype=x.dtype, device=x.device) if zero else x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.message = inputs[1]
+
+    @staticmethod
+    def backward(ctx, g):
+        raise RuntimeError(ctx.message)
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        raise RuntimeError(ctx.message)
+
+
+def degenerate_guard(found, LE):
+    """Like ``guard_second_order``, with a message that names the degenerate cluster(s)."""
+    message = _DEGENERATE.format(where=_describe(found, LE))
+
+    def guard(d, *inputs):
+        """``d`` marked first-order-only, plus a zero tied to every input (as in ``guard_second_order``)."""
+        if d is None:
+            return None
+        d = DegenerateGuard.apply(d, message, False)
+        for x in inputs:
+            if x is not None:
+                d = d + DegenerateGuard.apply(x, message, True)
+        return d
+
+    return guard
