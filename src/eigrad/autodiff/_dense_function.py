@@ -21,7 +21,7 @@ from ._checks import check_existence
 from ._clusters import cluster_mask
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, sym, vjp_terms
-from ._second_order import degenerate_clusters, degenerate_guard, differentiable_vjp
+from ._second_order import degenerate_clusters, degenerate_guard, differentiable_jvp, differentiable_vjp
 from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
@@ -76,7 +76,7 @@ class DenseEig(torch.autograd.Function):
         # A and B too: the derivatives are tied to them so that a second derivative raises
         # the outputs L, X too: a differentiable backward (create_graph) re-enters this Function through them
         ctx.save_for_backward(*aux, A, B, output[0], output[1])
-        ctx.save_for_forward(*aux, A, B)
+        ctx.save_for_forward(*aux, A, B, output[0], output[1])
         ctx.k, ctx.largest, ctx.opts = k, largest, opts
         ctx.factory = solver.handle_factory
         ctx.has_B = B is not None
@@ -127,17 +127,26 @@ class DenseEig(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, dA, dB, *_):
-        LE, XE, labels, cut, BXE, atol, *handle, A, B = ctx.saved_tensors
+        LE, XE, labels, cut, BXE, atol, *handle, A, B, L, X = ctx.saved_tensors
         k = ctx.k
         if dA is None and dB is None:
             return (None,) * (2 + N_AUX + len(handle))
+        mark = _first_order
+        if ctx.opts.broadening is None:
+            # a JVP that reverse mode can differentiate (jacrev(jacfwd(f))); MATH.md, "Second order"
+            degenerate = degenerate_clusters(labels, k)
+            if not degenerate:
+                rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
+                Ld, Xd = differentiable_jvp(L, X, A, B, dA, dB, atol, ctx.factory, rtol, handle)
+                return (Ld, Xd) + (None,) * (N_AUX + len(handle))
+            mark = degenerate_guard(degenerate, LE)
         D = cluster_mask(labels)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
         AdX = sym(dA) @ XE if dA is not None else torch.zeros_like(XE)
         BdX = sym(dB) @ XE if dB is not None else None
         Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, broadening=ctx.opts.broadening)
-        Ld = guard_second_order(first_order_only(Ld[..., :k]), A, B)
-        Xd = guard_second_order(first_order_only(Xd[..., :, :k]), A, B)
+        Ld = mark(Ld[..., :k], A, B)
+        Xd = mark(Xd[..., :, :k], A, B)
         return (Ld, Xd) + (None,) * (N_AUX + len(handle))
 
     @staticmethod

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import concrete
-from ._formulas import sym, vjp_terms
+from ._formulas import jvp_terms, sym, vjp_terms
 
 
 def _mT(t):
@@ -126,7 +126,8 @@ class ProjectedSolve(torch.autograd.Function):
                 Rm.reshape(*Rm.shape[:-2], c * V), shifts.repeat_interleave(V, dim=-1),
                 X, A, B, atol, factory, rtol, *handle,
             )
-            return Y.reshape(*Y.shape[:-1], c, V), Y.dim() - 1
+            Y = Y.reshape(*Y.shape[:-1], c, V)
+            return Y, Y.dim() - 1
 
         def front(t, d):
             if t is None:
@@ -235,3 +236,63 @@ def degenerate_guard(found, LE):
         return d
 
     return guard
+
+
+def differentiable_jvp(L, X, A, B, dA, dB, atol, factory, rtol, handle):
+    """MATH.md forward mode from differentiable operations; returns ``(Λ', X')``, (*b,k), (*b,n,k).
+
+    As :func:`differentiable_vjp`: ``L``, ``X`` the saved outputs, ``D = I``.
+    The tangents are differentiable in reverse mode (``jacrev(jacfwd(f))``);
+    a forward derivative of them raises (see :class:`ForwardOnce`).
+    """
+    As = sym(A)
+    Bs = None if B is None else sym(B)
+    BX = _mm(Bs, X)
+    k = X.shape[-1]
+    D = torch.eye(k, dtype=torch.bool, device=X.device).expand(*L.shape[:-1], k, k)
+
+    def solve(R, shifts):
+        return ProjectedSolve.apply(R, shifts, X, As, Bs, atol, factory, rtol, *handle)
+
+    AdX = sym(dA) @ X if dA is not None else torch.zeros_like(X)  # A' X
+    BdX = sym(dB) @ X if dB is not None else None  # B' X
+    Ld, Xd = jvp_terms(L, X, BX, D, AdX, BdX, solve)
+    for x in (A, B):  # tie the tangents to the inputs, where a nested forward derivative arrives
+        if x is not None:
+            Ld, Xd = Ld + ForwardOnce.apply(x), Xd + ForwardOnce.apply(x)
+    return Ld, Xd
+
+
+_FWD_FWD = (
+    "eigrad does not support forward-over-forward second derivatives (jacfwd(jacfwd(...)), nested "
+    "forward-mode AD): PyTorch does not pass the outer tangent into a custom Function's jvp, so the "
+    "result would silently be wrong. Use torch.func.hessian (forward-over-reverse), "
+    "jacrev(jacrev(...)), jacrev(jacfwd(...)) or torch.autograd.grad(..., create_graph=True)."
+)
+
+
+class ForwardOnce(torch.autograd.Function):
+    """A zero (0-dim) tied to an input: its reverse derivative is zero, a forward derivative raises.
+
+    Added to the JVP's tangents so that ``jacfwd(jacfwd(f))`` fails loudly
+    (the outer tangent reaches a custom Function's ``jvp`` only through its
+    saved inputs) while ``jacrev(jacfwd(f))`` goes through.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.zeros((), dtype=x.dtype, device=x.device)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.new_zeros(ctx.shape)
+
+    @staticmethod
+    def jvp(ctx, t):
+        raise RuntimeError(_FWD_FWD)
