@@ -174,7 +174,7 @@ def test_primme_preconditioner_pays_off():
 @pytest.mark.parametrize("solver_cls", [Arpack, LOBPCG, pytest.param(Primme, marks=needs_primme)])
 def test_nonconvergence_raises_or_warns(solver_cls):
     M = problem((20, 20))
-    tiny = {"maxiter": 2} if solver_cls is not Primme else {"max_matvecs": 20}
+    tiny = {"maxiter": 2}
     with pytest.raises(eigrad.ConvergenceError, match="did not converge") as info:
         solver_cls(**tiny)(CSR(M), 5, n_guard=1)
     best = info.value.solution
@@ -205,6 +205,12 @@ def test_x0_is_respected():
     # a rank-deficient X0 (repeated columns) is repaired, not fatal
     dup = LOBPCG()(CSR(M), 5, n_guard=1, X0=torch.cat([X0[:, :3], X0[:, :3]], dim=-1))
     np.testing.assert_allclose(dup.eigenvalues.numpy(), w[:5], rtol=1e-10)
+
+
+@needs_primme
+def test_primme_matvec_cap():
+    with pytest.raises(eigrad.ConvergenceError, match="max_matvecs=20"):
+        Primme(max_matvecs=20)(CSR(problem((20, 20))), 5, n_guard=1)
 
 
 @needs_primme
