@@ -91,5 +91,7 @@ def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None):
 
 def sym(G: torch.Tensor) -> torch.Tensor:
     """``sym(G) = (G + Gᵀ)/2``."""
-    # an explicit transposed copy is ~3x faster than adding a strided view (same values bitwise)
-    return 0.5 * (G + _mT(G).contiguous())
+    # an explicit transposed copy, updated in place, is ~3x faster than adding a strided view
+    # and allocating twice (same values bitwise)
+    T = _mT(G).clone(memory_format=torch.contiguous_format)
+    return T.add_(G).mul_(0.5)
