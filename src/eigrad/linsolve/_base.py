@@ -6,10 +6,12 @@ A shifted solver is called as ``solve(R, shifts, X, M)``:
   caller removes its cluster's part first);
 * ``shifts`` (*batch, c): ``λ_j`` per column;
 * ``X`` (*batch, n, K): B-orthonormal eigenvectors; ``M`` (*batch, K, c) bool:
-  column ``j`` is projected against ``X[:, M[:, j]]`` (its cluster ``g``).
+  column ``j`` is projected against ``X[:, M[:, j]]`` (its cluster ``g``, or
+  every computed column: the eigen-Functions pass ``M`` all true and couple
+  the computed pairs themselves, see ``autodiff._formulas.split_solve``).
 
 It returns ``Y`` (*batch, n, c) with ``(A - λ_j B) y_j = r_j`` and
-``X_gᵀ B y_j = 0`` (the caller applies the MATH.md projection once more, so a
+``X_gᵀ B y_j = 0`` for the projected set ``g`` (the caller applies the MATH.md projection once more, so a
 solver may leave a rounding-level cluster component). Solvers are plain
 functions of tensors, no autograd.
 """
