@@ -115,12 +115,18 @@ def _check_operator_pair(A: LinearOperator, B: LinearOperator | None) -> None:
         raise ValueError(f"A is on {A.device} but B is on {B.device}; move them to one device.")
 
 
-def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts) -> "EigResult":
-    """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
+def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts):
+    """``(cfg, tensors)`` for the operator autograd Functions (``OperatorEig``, the spectral
+    functions): inputs converted and checked, solver chosen, operators flattened.
+    ``k=None`` asks for all n eigenpairs of the materialized matrix."""
     Aop = as_operator(A, name="A")
     Bop = None if B is None else as_operator(B, name="B")
     _check_operator_pair(Aop, Bop)
     n = Aop.n
+    if k is None:
+        k = n
+        if isinstance(solver, str) and solver in ("auto", "dense"):
+            solver = "dense"
     k = check_k(k, n)
     if X0 is not None and (not torch.is_tensor(X0) or X0.dim() < 2 or X0.shape[-2] != n):
         raise ValueError(
@@ -132,7 +138,13 @@ def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts) -> "EigR
     tB, spec_B = ((), None) if Bop is None else Bop.flatten()
     cfg = OperatorConfig(k, largest, s, opts, spec_A, len(tA), spec_B,
                          None if X0 is None else X0.detach(), preconditioner)
-    out = OperatorEig.apply(cfg, *tA, *tB)
+    return cfg, (*tA, *tB)
+
+
+def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts) -> "EigResult":
+    """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
+    cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts)
+    out = OperatorEig.apply(cfg, *tensors)
     return EigResult(out[0], out[1])
 
 

@@ -101,23 +101,51 @@ def _rebuild(spec, tensors):
     return None if spec is None else spec.rebuild(tensors)
 
 
+def operator_solve(cfg: OperatorConfig, tensors):
+    """Rebuild and check the operators, solve with guards (no grad).
+
+    Returns ``(sol, LE, XE, labels, cut, atol, BXE)`` as :func:`solve_with_guards`
+    with ``BXE = B XE``. Shared by :class:`OperatorEig` and the spectral functions.
+    """
+    with torch.no_grad():
+        A = cfg.spec_A.rebuild(tensors[: cfg.n_A])
+        B = _rebuild(cfg.spec_B, tensors[cfg.n_A :])
+        check_operator_values("A", A)
+        if B is not None:
+            check_operator_values("B", B)
+        if isinstance(A, DenseOperator):
+            A = DenseOperator(0.5 * (A.A + A.A.transpose(-1, -2)))
+        if isinstance(B, DenseOperator):
+            B = DenseOperator(0.5 * (B.A + B.A.transpose(-1, -2)))
+        sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
+            cfg.solver, A, B, cfg.k, A.n, cfg.largest, cfg.opts, X0=cfg.X0, preconditioner=cfg.preconditioner
+        )
+        BXE = XE if B is None else B.matmat(XE)
+    return sol, LE, XE, labels, cut, atol, BXE
+
+
+def backward_factory(cfg: OperatorConfig, has_handle: bool, dtype):
+    """The shifted-solver factory of the backward: the forward's handle (an eigenbasis, a
+    reduction) when it left one, else projected block MINRES over the rebuilt operators."""
+    if has_handle:
+        return cfg.solver.handle_factory
+    opts = cfg.opts
+    return MinresFactory(
+        cfg.spec_A, cfg.n_A, cfg.spec_B, rtol=opts.resolved_linsolve_rtol(dtype),
+        maxiter=opts.linsolve_maxiter, preconditioner=opts.linsolve_preconditioner,
+    )
+
+
+def backward_handle(handle, tensors, LE):
+    """The tensors the factory of :func:`backward_factory` takes: the forward's handle, or
+    for MINRES the operators' tensors and the eigenvalues of the deflated columns."""
+    return tuple(handle) if handle else (*tensors, LE)
+
+
 class OperatorEig(torch.autograd.Function):
     @staticmethod
     def forward(cfg: OperatorConfig, *tensors):
-        with torch.no_grad():
-            A = cfg.spec_A.rebuild(tensors[: cfg.n_A])
-            B = _rebuild(cfg.spec_B, tensors[cfg.n_A :])
-            check_operator_values("A", A)
-            if B is not None:
-                check_operator_values("B", B)
-            if isinstance(A, DenseOperator):
-                A = DenseOperator(0.5 * (A.A + A.A.transpose(-1, -2)))
-            if isinstance(B, DenseOperator):
-                B = DenseOperator(0.5 * (B.A + B.A.transpose(-1, -2)))
-            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
-                cfg.solver, A, B, cfg.k, A.n, cfg.largest, cfg.opts, X0=cfg.X0, preconditioner=cfg.preconditioner
-            )
-            BXE = XE if B is None else B.matmat(XE)
+        sol, LE, XE, labels, cut, atol, BXE = operator_solve(cfg, tensors)
         handle = sol.handle.tensors if sol.handle is not None else ()
         return (sol.eigenvalues, sol.eigenvectors, LE, XE, labels, cut, BXE, atol, *handle)
 
@@ -133,22 +161,14 @@ class OperatorEig(torch.autograd.Function):
         ctx.spec_A, ctx.n_A, ctx.spec_B = cfg.spec_A, cfg.n_A, cfg.spec_B
         ctx.n_handle = len(aux) - N_AUX
         LE = output[2]
-        if ctx.n_handle:
-            ctx.factory = cfg.solver.handle_factory  # the forward's handle: an eigenbasis, a reduction
-        else:
-            opts = cfg.opts
-            ctx.factory = MinresFactory(
-                cfg.spec_A, cfg.n_A, cfg.spec_B, rtol=opts.resolved_linsolve_rtol(LE.dtype),
-                maxiter=opts.linsolve_maxiter, preconditioner=opts.linsolve_preconditioner,
-            )
+        ctx.factory = backward_factory(cfg, bool(ctx.n_handle), LE.dtype)
 
     @staticmethod
     def _unpack(ctx, saved):
         LE, XE, labels, cut, BXE, atol = saved[:N_AUX]
         handle = saved[N_AUX : N_AUX + ctx.n_handle]
         tensors = [t.detach() for t in saved[N_AUX + ctx.n_handle :]]
-        if not ctx.n_handle:
-            handle = (*tensors, LE)  # MINRES over the operators rebuilt from these tensors
+        handle = backward_handle(handle, tensors, LE)
         return LE, XE, labels, cut, BXE, atol, tuple(handle), tensors
 
     @staticmethod
