@@ -104,6 +104,7 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
         return
     idx = bad.nonzero().tolist()
     messages = []
+    set_valued = False
     for row in idx[:3]:
         *b, c = row
         b = tuple(b)
@@ -126,6 +127,19 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
                 f"so the k-dimensional eigenspace is not unique and its derivative does not exist. "
                 f"Pass {alt} to keep the cluster whole."
             )
+            if len(shown) == k:  # every returned eigenvalue is in the cut cluster: λ_max, λ_min, Ky Fan sums
+                ext, lam, vex, sub = (("largest", "λ_max", "convex", "sub") if largest else
+                                      ("smallest", "λ_min", "concave", "super"))
+                parts.append(
+                    f"The {k} {ext} eigenvalue(s) lie inside a repeated eigenvalue of multiplicity "
+                    f"{len(members)}: a function of them alone ({lam} for k=1) is not differentiable "
+                    f"there and its derivative is set-valued ({lam} is {vex} in A, its {sub}differential is "
+                    "{X_g S X_gᵀ : S ⪰ 0, tr S = 1} over the cluster's eigenvectors X_g)"
+                    + (f", and the returned gradient λ̄ x xᵀ is one {sub}gradient" if k == 1 and Xbar is None else "")
+                    + f". For a differentiable objective use the sum (or mean) of the whole cluster: "
+                    f"eigsh(A, {k + len(guards)}, largest={largest}).eigenvalues.sum()."
+                )
+                set_valued = True
         else:
             parts.append(f"Degenerate cluster at positions {shown} (λ = {vals}){where}:")
         if float(v1[b][c]) > check_rtol:
@@ -147,8 +161,9 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
         f"eigrad: the {what} does not exist at a degenerate eigenvalue. "
         + " ".join(messages)
         + more
-        + " The returned value is the derivative of the loss averaged over the bases of each cluster's "
-        "eigenspace, not of your loss. Use a loss that depends on a cluster only through the sum of its "
+        + ("" if set_valued else " The returned value is the derivative of the loss averaged over the bases of "
+           "each cluster's eigenspace, not of your loss.")
+        + " Use a loss that depends on a cluster only through the sum of its "
         "eigenvalues or its projector X_g X_gᵀ; for a spectral function X f(Λ) Xᵀ use eigrad.funm or "
         "eigrad.projector, which differentiate it exactly. BackwardOptions(gauge='raise') makes this an "
         "error, gauge='ignore' silences it."
