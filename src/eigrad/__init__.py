@@ -17,6 +17,7 @@ from .spectral import funm as funm
 from .spectral import logm as logm
 from .spectral import powm as powm
 from .spectral import projector as projector
+from .spectral import spectral_norm as spectral_norm
 from .spectral import sqrtm as sqrtm
 
 __version__ = "0.1.0"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from .._api import _backward_options, _dense_solver
+from .._api import _backward_options, _dense_solver, _operator_config
 from .._options import BackwardOptions
 from .._validation import check_dense_matrix, check_k, check_pair
 from ..eigensolvers import DenseEigh
 from ._divided import ExpFn, LogFn, OnesFn, PowerFn, SpectralFn, SqrtFn, as_spectral_fn
+from ..operators import as_operator
 from ._function import SpectralFunction
+from ._operator import operator_spectral
 
 _B_MEANING = """
     With ``B``, the result is ``X f(Λ) Xᵀ`` for the B-orthonormal eigenvectors
@@ -36,7 +38,34 @@ def _check_inputs(A, B):
         check_pair(A, B)
 
 
+#: above this size ``k=None`` on an operator (all n eigenpairs of the materialized matrix) is refused
+_FULL_OPERATOR_MAX_N = 2048
+
+
+def _is_dense(M) -> bool:
+    return torch.is_tensor(M) and M.layout == torch.strided
+
+
+def _apply_operator(A, fn, k, B, largest, solver, backward) -> torch.Tensor:
+    """Sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors (docs/spectral.md)."""
+    if not isinstance(largest, bool):
+        raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
+    opts = _backward_options(backward)
+    n = as_operator(A, name="A").n
+    if k is None and n > _FULL_OPERATOR_MAX_N:
+        raise ValueError(
+            f"k=None asks for f of the whole {n}×{n} operator: all n eigenpairs of its materialized matrix "
+            f"(eigrad does this only for n <= {_FULL_OPERATOR_MAX_N}). Pass k, the number of smallest (or "
+            "largest=True) eigenpairs that f should act on (F = X_k f(Λ_k) X_kᵀ, exact derivatives by "
+            "projected MINRES), or pass A.to_dense() if you do want the full matrix function."
+        )
+    cfg, tensors = _operator_config(A, k, B, largest, solver, None, None, opts)
+    return operator_spectral(cfg, fn, tensors, n)
+
+
 def _apply(A, fn: SpectralFn, k, B, largest, solver, backward) -> torch.Tensor:
+    if not _is_dense(A) or (B is not None and not _is_dense(B)):
+        return _apply_operator(A, fn, k, B, largest, solver, backward)
     _check_inputs(A, B)
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
@@ -104,8 +133,10 @@ def funm(
     ``gauge="raise"``) with the ``k`` values that keep the cluster whole.
     Raises ValueError when ``f`` is not finite at an eigenvalue.
     """
-    _check_inputs(A, B)
-    return _apply(A, as_spectral_fn(f, A.dtype), k, B, largest, solver, backward)
+    if _is_dense(A):
+        _check_inputs(A, B)
+    dtype = A.dtype if _is_dense(A) else as_operator(A, name="A").dtype
+    return _apply(A, as_spectral_fn(f, dtype), k, B, largest, solver, backward)
 
 
 funm.__doc__ += _B_MEANING

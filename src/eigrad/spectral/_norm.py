@@ -1,0 +1,63 @@
+"""``spectral_norm``: the largest singular value through ``λ_max`` of the Gram operator."""
+
+from __future__ import annotations
+
+import torch
+
+from .._api import eigsh
+from .._options import BackwardOptions
+from ..operators import FunctionOperator
+
+
+def _gram(X, W):  # WᵀW X without forming WᵀW
+    return W.mT @ (W @ X)
+
+
+def _cogram(X, W):  # W Wᵀ X
+    return W @ (W.mT @ X)
+
+
+def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOptions | None = None) -> torch.Tensor:
+    """Largest singular value ``σ_max(W) = sqrt(λ_max(WᵀW))`` with its exact gradient ``u vᵀ``.
+
+    Parameters
+    ----------
+    W : Tensor (*batch, m, n)
+        Real, float32 or float64.
+    solver : str
+        As for :func:`eigrad.eigsh` on operators (unbatched ``W``: the Gram
+        matrix of the smaller side is applied matrix-free, ``X -> Wᵀ(W X)``;
+        ``"auto"`` materializes it up to ``min(m, n) = 200`` and takes ARPACK's
+        Lanczos above) or on dense matrices (batched ``W``: the Gram matrix
+        is formed).
+    backward : BackwardOptions, optional
+        Degeneracy tolerances and gauge policy.
+
+    Returns
+    -------
+    Tensor (*batch,)
+
+    Notes
+    -----
+    The backward needs no linear solve: ``∂λ_max/∂W = 2 W v vᵀ``
+    (Hellmann–Feynman), one vector-Jacobian product of ``W ↦ Wᵀ(W v)``.
+    When the two largest singular values coincide (within the degeneracy
+    tolerance) ``σ_max`` has no gradient, only a set of subgradients: this is
+    reported with a :class:`eigrad.GaugeWarning` (``gauge="raise"``: an
+    error), and the returned gradient is one subgradient. At ``σ_max = 0``
+    the gradient is infinite.
+    """
+    if not torch.is_tensor(W) or W.layout != torch.strided:
+        raise TypeError(f"W must be a dense torch.Tensor (*batch, m, n); received {type(W).__name__}.")
+    if W.dim() < 2 or W.shape[-1] == 0 or W.shape[-2] == 0:
+        raise ValueError(f"W must have shape (*batch, m, n) with m, n >= 1; received {tuple(W.shape)}.")
+    if W.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"W has dtype {W.dtype}; pass a float32 or float64 tensor (W.to(torch.float64)).")
+    m, n = W.shape[-2:]
+    if W.dim() == 2:
+        p, fn = (n, _gram) if n <= m else (m, _cogram)
+        A = FunctionOperator(fn, (W,), (p, p))
+    else:
+        A = W.mT @ W if n <= m else W @ W.mT
+    lam = eigsh(A, 1, largest=True, solver=solver, backward=backward).eigenvalues[..., 0]
+    return lam.clamp_min(0).sqrt()
