@@ -96,8 +96,11 @@ def funm(
 
     Parameters
     ----------
-    A : Tensor (*batch, n, n)
-        Real symmetric, float32 or float64 (read as ``(A + Aᵀ)/2``).
+    A : Tensor (*batch, n, n), sparse Tensor, LinearOperator, scipy matrix
+        Real symmetric, float32 or float64 (dense: read as ``(A + Aᵀ)/2``).
+        Sparse and matrix-free operators as for :func:`eigrad.eigsh`
+        (gradients to their tensors); with ``k=None`` they are materialized
+        (``n <= 2048``).
     f : callable or (callable, callable)
         An elementwise torch function of the eigenvalues (``torch.exp``,
         ``lambda x: torch.tanh(x / 2)``): its derivative comes from
@@ -110,9 +113,10 @@ def funm(
         Symmetric positive definite mass matrix.
     largest : bool
         With ``k``: the ``k`` largest eigenpairs instead of the smallest.
-    solver : {"auto", "lapack", "dense"}
+    solver : str or eigensolver
         Forward eigensolver, as for :func:`eigrad.eigsh` (``"auto"`` takes the
-        full ``torch.linalg.eigh`` when ``k`` is ``None``).
+        full ``torch.linalg.eigh`` when ``k`` is ``None``; operators also
+        ``"arpack"``, ``"primme"``, ``"lobpcg"``).
     backward : BackwardOptions, optional
         Degeneracy tolerances, gauge policy (for ``k`` cutting a cluster),
         broadening.
