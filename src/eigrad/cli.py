@@ -55,8 +55,70 @@ def _add_demo(subparsers) -> None:
     p.set_defaults(run=_run_demo)
 
 
-#: one entry per command; later: bench, check
-_COMMANDS: tuple[Callable[[object], None], ...] = (_add_demo,)
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 100,200; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 100,200; got {text!r}")
+    return values
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from ._bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(
+        suite=args.suite, full=args.full, sizes=args.sizes, grid_sizes=args.grid_sizes,
+        methods=args.methods.split(",") if args.methods else None, threads=args.threads, k=args.k,
+        repeats=args.repeats, cap=args.cap, in_process=args.in_process, out=args.out,
+        command="eigrad bench " + " ".join(args.argv),
+    )
+    try:
+        report, plot = run_bench(cfg)
+    except ValueError as exc:
+        print(f"eigrad bench: {exc}", file=sys.stderr)
+        return 2
+    print(f"eigrad bench: wrote {report} and {plot}")
+    return 0
+
+
+def _add_bench(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time eigrad against the installed peers; write a markdown report and a plot",
+        description=(
+            "Runs the benchmark suites, dense partial (k smallest pairs, forward + backward, vs "
+            "torch.linalg.eigh and xitorch) and matrix-free (3D grid operator, forward, vs scipy ARPACK, "
+            "PRIMME, torch.lobpcg and xitorch), against whichever peers are installed (missing ones are "
+            "skipped with a note), and writes OUT/report.md (tables with ratios) and OUT/plot.png "
+            "(time against n, log-log). Each suite runs in child processes with --threads threads; a "
+            "matrix-free method that exceeds --cap seconds is not run at larger sizes."
+        ),
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="small sizes, dense n = 100,200,400, grid N = 16,24, cap 20 s (default; ~1-2 min on 2 cores)")
+    size.add_argument("--full", action="store_true",
+                      help="dense n = 500,1000,2000,4000, grid N = 32,48,64, cap 120 s (tens of minutes)")
+    p.add_argument("--suite", default="all", help="dense, matrix-free or all (default all)")
+    p.add_argument("--out", default="bench-report", metavar="DIR",
+                   help="folder for report.md and plot.png (default ./bench-report)")
+    p.add_argument("--threads", type=int, default=2, help="threads per run, torch and BLAS (default 2)")
+    p.add_argument("--sizes", type=_int_list, default=None, help="dense sizes n, e.g. 100,200 (overrides the preset)")
+    p.add_argument("--grid-sizes", type=_int_list, default=None,
+                   help="matrix-free grid sizes N (n = N³), e.g. 8,12 (overrides the preset)")
+    p.add_argument("--methods", default=None, help="comma-separated methods to run (default: all installed)")
+    p.add_argument("-k", type=int, default=8, help="number of eigenpairs (default 8)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per dense method and size (median)")
+    p.add_argument("--cap", type=float, default=None, help="seconds allowed per method and size")
+    p.add_argument("--in-process", action="store_true",
+                   help="run in this process: no child processes, no cap (tiny sizes, debugging)")
+    p.set_defaults(run=_run_bench)
+
+
+#: one entry per command; later: check
+_COMMANDS: tuple[Callable[[object], None], ...] = (_add_demo, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``eigrad`` and ``python -m eigrad``; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv[1:]
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
