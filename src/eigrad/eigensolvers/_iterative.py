@@ -102,14 +102,23 @@ def make_solution(vals, vecs, rnorm, k, g, largest, *, n_iter, status, n_matvec,
     )
 
 
-def finish(solution: EigSolution, rho: torch.Tensor, rtol: float, on_failure: str, name: str, reason: str = ""):
-    """Apply the failure policy: return, warn, or raise with the best iterate attached."""
+def finish(
+    solution: EigSolution, rho: torch.Tensor, rtol: float, on_failure: str, name: str, reason: str = "",
+    failed: bool = False,
+):
+    """Apply the failure policy: return, warn, or raise with the best iterate attached.
+
+    ``failed``: fail even if every residual passes (``reason`` says why).
+    """
     worst = float(rho.max()) if rho.numel() else 0.0
-    ok = bool((rho <= rtol).all())
+    ok = bool((rho <= rtol).all()) and not failed
     if ok:
         return solution
     n_bad = int((~(rho <= rtol)).sum())
     msg = (
+        f"{name} could not certify its result: {reason}. "
+        "Raise maxiter, loosen rtol, or choose another solver."
+    ) if n_bad == 0 else (
         f"{name} did not converge: {n_bad} of {rho.numel()} eigenpairs (wanted and guards) miss the "
         f"relative residual tolerance rtol={rtol:.1e} (worst {worst:.2e}) after {solution.n_iter} "
         f"iterations and {solution.n_matvec} operator applications"
