@@ -83,6 +83,7 @@ def test_plot_is_a_png(report_dir):
     assert width > 2 * height > 0  # two panels side by side: dense and matrix-free
 
 
+@pytest.mark.slow  # ~10 s: a child process's imports, then the cap
 def test_child_process_and_cap(tmp_path):
     """The default route (a child per method) reports a size that exceeds --cap and skips the larger ones."""
     rc, _, _ = _run(["bench", "--suite", "matrix-free", "--grid-sizes", "6,32,40", "--methods", "torch-lobpcg",
