@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 
@@ -71,56 +70,20 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------- methods
+# The methods are eigrad's own benchmark definitions (eigrad._bench._dense, also run by `eigrad bench`);
+# imported lazily, after set_threads, so that OpenBLAS sees the thread count.
 def _loss(L, X, W):
-    return L.sum() + (X * (W @ X)).sum()  # Σλ + tr(Xᵀ W X): gauge invariant
+    from eigrad._bench._dense import loss
+
+    return loss(L, X, W)
 
 
 def make_method(name: str, k: int):
-    """``run(A, W) -> (t_forward, t_backward, grad_A)`` for one method."""
-    import torch
+    """``run(A, W) -> (t_forward, t_backward, grad_A)`` for one method, timed by ``_common``'s clock."""
+    import _common
+    from eigrad._bench._dense import make_method as make
 
-    from _common import quiet_stderr, timed
-
-    if name.startswith("eigrad"):
-        import eigrad
-
-        solver = "dense" if name == "eigrad-dense" else "auto"
-
-        def forward(A, W):
-            L, X = eigrad.eigsh(A, k, solver=solver)
-            return _loss(L, X, W)
-
-    elif name == "torch":
-
-        def forward(A, W):
-            L, X = torch.linalg.eigh(A)
-            return _loss(L[..., :k], X[..., :k], W)
-
-    elif name.startswith("xitorch"):
-        import xitorch
-        import xitorch.linalg
-
-        opts = {"method": "davidson", "min_eps": 1e-9} if name == "xitorch-davidson" else {}
-
-        def forward(A, W):
-            with torch.random.fork_rng(devices=[]):  # davidson reseeds the global RNG
-                L, X = xitorch.linalg.symeig(xitorch.LinearOperator.m(A, True), neig=k, mode="lowest", **opts)
-            return _loss(L, X, W)
-
-    else:
-        raise ValueError(f"unknown method {name!r}; pass one of {METHODS}")
-
-    # xitorch's LU solves print MKL errors from C on singular shifts: keep them off the table
-    silence = quiet_stderr if name.startswith("xitorch") else contextlib.nullcontext
-
-    def run(A, W):
-        A = A.detach().clone().requires_grad_(True)
-        with silence():
-            t_f, loss = timed(lambda: forward(A, W))
-            t_b, (g,) = timed(lambda: torch.autograd.grad(loss, A))
-        return t_f, t_b, g
-
-    return run
+    return make(name, k, clock=_common._clock)
 
 
 # ----------------------------------------------------------------------------- main table
