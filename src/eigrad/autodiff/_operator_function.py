@@ -29,6 +29,8 @@ from ._clusters import cluster_mask
 from ._dense_function import _pad
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, vjp_terms
+from ._operator_second_order import OpSolveInfo, operator_differentiable_jvp, operator_differentiable_vjp
+from ._second_order import degenerate_clusters, degenerate_guard
 from ._solve_fn import ShiftedSolve, first_order_only
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
@@ -147,7 +149,10 @@ class OperatorEig(torch.autograd.Function):
     def forward(cfg: OperatorConfig, *tensors):
         sol, LE, XE, labels, cut, atol, BXE = operator_solve(cfg, tensors)
         handle = sol.handle.tensors if sol.handle is not None else ()
-        return (sol.eigenvalues, sol.eigenvectors, LE, XE, labels, cut, BXE, atol, *handle)
+        # fresh outputs: solvers return slices, and forward-mode AD (gradcheck(check_forward_ad=True),
+        # gradgradcheck(check_fwd_over_rev=True)) rejects a view output whose tangent has another layout
+        L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
+        return (L, X, LE, XE, labels, cut, BXE, atol, *handle)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -155,8 +160,9 @@ class OperatorEig(torch.autograd.Function):
         aux = output[2:]
         ctx.mark_non_differentiable(*aux)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*aux, *tensors)
-        ctx.save_for_forward(*aux, *tensors)
+        # the outputs L, X too: a differentiable backward (create_graph) re-enters this Function through them
+        ctx.save_for_backward(*aux, *tensors, output[0], output[1])
+        ctx.save_for_forward(*aux, *tensors, output[0], output[1])
         ctx.k, ctx.largest, ctx.opts = cfg.k, cfg.largest, cfg.opts
         ctx.spec_A, ctx.n_A, ctx.spec_B = cfg.spec_A, cfg.n_A, cfg.spec_B
         ctx.n_handle = len(aux) - N_AUX
@@ -167,9 +173,30 @@ class OperatorEig(torch.autograd.Function):
     def _unpack(ctx, saved):
         LE, XE, labels, cut, BXE, atol = saved[:N_AUX]
         handle = saved[N_AUX : N_AUX + ctx.n_handle]
-        tensors = [t.detach() for t in saved[N_AUX + ctx.n_handle :]]
+        tensors = [t.detach() for t in saved[N_AUX + ctx.n_handle : -2]]
         handle = backward_handle(handle, tensors, LE)
         return LE, XE, labels, cut, BXE, atol, tuple(handle), tensors
+
+    @staticmethod
+    def _second_order(ctx, saved, LE, XE, atol, handle):
+        """What the differentiable backward/jvp need: ``(L, X, Z, Lz, tensors, info)``, the
+        outputs and input tensors attached to the graph, the guards ``Z``, ``Lz`` constant."""
+        k = ctx.k
+        tensors = tuple(saved[N_AUX + ctx.n_handle : -2])
+        L, X = saved[-2], saved[-1]
+        rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
+        info = OpSolveInfo(ctx.factory, rtol, ctx.spec_A, ctx.n_A, ctx.spec_B, len(tensors))
+        return L, X, XE[..., k:], LE[..., k:], tensors, info
+
+    @staticmethod
+    def _mark(ctx, labels, LE, tensors):
+        """``None`` at simple spectra (the differentiable route), else the degenerate-cluster guard."""
+        degenerate = degenerate_clusters(labels, ctx.k)
+        if not degenerate:
+            return None
+        guard = degenerate_guard(degenerate, LE)
+        floats = [t for t in tensors if t.is_floating_point()]
+        return lambda d: guard(d, *floats)
 
     @staticmethod
     def _solve(ctx, LE, XE, D, atol, handle):
@@ -198,6 +225,18 @@ class OperatorEig(torch.autograd.Function):
         need_A, need_B = any(needs[:n_A]), ctx.spec_B is not None and any(needs[n_A:])
         if not (need_A or need_B):
             return none
+        mark = first_order_only
+        if torch.is_grad_enabled():
+            # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md,
+            # "Second order"); with grad mode off, the first-order path below is unchanged
+            saved = ctx.saved_tensors
+            L, X, Z, Lz, attached, info = OperatorEig._second_order(ctx, saved, LE, XE, atol, handle)
+            guard = OperatorEig._mark(ctx, labels, LE, attached)
+            if guard is None:
+                grads = operator_differentiable_vjp(L, X, Z, Lz, attached, info, gL, gX, atol, handle,
+                                                    need_A, need_B)
+                return (None, *[g if nd else None for g, nd in zip(grads, needs)])
+            mark = guard
         D = cluster_mask(labels)
         solve = OperatorEig._solve(ctx, LE, XE, D, atol, handle)
         LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=need_B)
@@ -210,7 +249,7 @@ class OperatorEig(torch.autograd.Function):
         if need_B:  # φ̄ = ∂/∂φ <L_B, B(φ) X>
             B = ctx.spec_B.rebuild(tensors[n_A:])
             grads[n_A:] = B.bilinear_vjp(LB[..., :k], X_k)
-        out = [first_order_only(g) if (nd and g is not None) else None for g, nd in zip(grads, needs)]
+        out = [mark(g) if (nd and g is not None) else None for g, nd in zip(grads, needs)]
         return (None, *out)
 
     @staticmethod
@@ -222,6 +261,16 @@ class OperatorEig(torch.autograd.Function):
         has_dB = ctx.spec_B is not None and any(d is not None for d in dB)
         if not (has_dA or has_dB):
             return (None, None) + (None,) * (N_AUX + ctx.n_handle)
+        mark = first_order_only
+        if torch.is_grad_enabled():
+            # a JVP that reverse mode can differentiate (jacrev(jacfwd(f))); MATH.md, "Second order"
+            saved = ctx.saved_tensors
+            L, X, Z, Lz, attached, info = OperatorEig._second_order(ctx, saved, LE, XE, atol, handle)
+            guard = OperatorEig._mark(ctx, labels, LE, attached)
+            if guard is None:
+                Ld, Xd = operator_differentiable_jvp(L, X, Z, Lz, attached, info, dtensors, atol, handle)
+                return (Ld, Xd) + (None,) * (N_AUX + ctx.n_handle)
+            mark = guard
         D = cluster_mask(labels)
         solve = OperatorEig._solve(ctx, LE, XE, D, atol, handle)
         # V' = A' X - B' X Λ (MATH.md, "Forward mode"), A' X by one JVP of θ ↦ A(θ) X. Only the k
@@ -232,7 +281,7 @@ class OperatorEig(torch.autograd.Function):
         AdX = _pad(ctx.spec_A.rebuild(tensors[:n_A]).tangent_matmat(dA, X_k), m, -1) if has_dA else torch.zeros_like(XE)
         BdX = _pad(ctx.spec_B.rebuild(tensors[n_A:]).tangent_matmat(dB, X_k), m, -1) if has_dB else None
         Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve)
-        return (first_order_only(Ld[..., :k]), first_order_only(Xd[..., :, :k])) + (None,) * (N_AUX + ctx.n_handle)
+        return (mark(Ld[..., :k]), mark(Xd[..., :, :k])) + (None,) * (N_AUX + ctx.n_handle)
 
     @staticmethod
     def vmap(info, in_dims, cfg, *tensors):

@@ -56,11 +56,18 @@ def _substitute(tensors, pos, ts):
     return full
 
 
+def _leaf(t: torch.Tensor, graph: bool) -> torch.Tensor:
+    """``t`` itself when it is on a graph to keep (``graph``), else a fresh leaf."""
+    return t if (graph and t.requires_grad) else t.detach().requires_grad_()
+
+
 def func_vjp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor], L: torch.Tensor):
     """Gradient of ``<L, apply(*tensors)>`` w.r.t. each floating tensor (``None`` for the others).
 
     Plain autograd outside ``torch.func`` transforms (no functorch machinery to
     import or run); ``torch.func.vjp`` inside them, so that ``jacrev`` can vmap it.
+    With grad mode on the result is differentiable in ``L``, the captured
+    right-hand side and the tensors (``create_graph``: second derivatives).
     """
     pos = differentiable_positions(tensors)
     out: list[torch.Tensor | None] = [None] * len(tensors)
@@ -70,11 +77,14 @@ def func_vjp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor]
         _, pullback = torch.func.vjp(lambda *ts: apply(*_substitute(tensors, pos, ts)), *[tensors[i] for i in pos])
         grads = pullback(L)
     else:
+        # grad mode on (a differentiable backward: create_graph=True): keep the graph to the
+        # tensors, L and the captured R, so that the gradient can be differentiated again
+        graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            leaves = [tensors[i].detach().requires_grad_() for i in pos]
+            leaves = [_leaf(tensors[i], graph) for i in pos]
             y = apply(*_substitute(tensors, pos, leaves))
             # <L, y> as a scalar: grad_outputs= would import torch.fx/sympy on first use (~1 s)
-            grads = torch.autograd.grad((y * L).sum(), leaves, allow_unused=True)
+            grads = torch.autograd.grad((y * L).sum(), leaves, allow_unused=True, create_graph=graph)
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
     for i, g in zip(pos, grads):
         out[i] = g
@@ -95,8 +105,9 @@ def func_jvp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor]
     if _under_transform():
         _, out = torch.func.jvp(lambda *ts: apply(*_substitute(tensors, pos, ts)), primals, tangents)
         return out
+    graph = torch.is_grad_enabled()  # keep the primals attached: A' X differentiable in θ too
     with fwAD.dual_level():
-        duals = [fwAD.make_dual(p.detach(), t) for p, t in zip(primals, tangents)]
+        duals = [fwAD.make_dual(p if graph else p.detach(), t) for p, t in zip(primals, tangents)]
         y = apply(*_substitute(tensors, pos, duals))
         tangent = fwAD.unpack_dual(y).tangent
     return torch.zeros_like(like) if tangent is None else tangent
