@@ -18,7 +18,8 @@ import scipy.sparse.linalg as spla
 import torch
 
 import eigrad
-from eigrad.eigensolvers import Arpack
+from eigrad.eigensolvers import Arpack, Primme
+from eigrad.eigensolvers._auto import primme_available
 from eigrad.operators import LinearOperator, OperatorSpec
 
 N = 10  # n = 1000
@@ -134,3 +135,18 @@ def test_closed_clusters_give_hellmann_feynman_without_warning():
     P = X.detach().numpy()
     expect = (P[coo.row] * P[coo.col]).sum(1)
     np.testing.assert_allclose(vals.grad.numpy(), expect, atol=1e-7)
+
+
+@pytest.mark.skipif(not primme_available(), reason="primme is not installed")
+@pytest.mark.parametrize("largest", [False, True], ids=["smallest", "largest"])
+def test_primme_guard_does_not_skip_a_copy(largest):
+    """PRIMME's GD+k skips the third copy of the triple as a guard (k=3), hiding the cut: verified, it does not."""
+    k = 3
+    ref_guard = W[-k - 1] if largest else W[k]
+    plain = Primme(n_verify=0)(CSR(M), k, n_guard=1, largest=largest)
+    sol = Primme()(CSR(M), k, n_guard=1, largest=largest)
+    ref = W[-k:] if largest else W[:k]
+    np.testing.assert_allclose(sol.eigenvalues.numpy(), ref, rtol=1e-9)
+    np.testing.assert_allclose(sol.guard_eigenvalues.numpy(), [ref_guard], rtol=1e-9)
+    if not largest:  # the miss that makes this test meaningful (measured on this grid)
+        assert abs(float(plain.guard_eigenvalues[0]) - ref_guard) > 1.0
