@@ -98,7 +98,7 @@ def _add_bench(subparsers) -> None:
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="small sizes, dense n = 100,200,400, grid N = 16,24, cap 20 s (default; ~1-2 min on 2 cores)")
+                      help="small sizes, dense n = 100,200,400, grid N = 16,24, cap 10 s (default; ~1-2 min on 2 cores)")
     size.add_argument("--full", action="store_true",
                       help="dense n = 500,1000,2000,4000, grid N = 32,48,64, cap 120 s (tens of minutes)")
     p.add_argument("--suite", default="all", help="dense, matrix-free or all (default all)")

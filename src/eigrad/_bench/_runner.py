@@ -25,7 +25,7 @@ from . import _dense, _matrix_free
 from ._common import missing_peer, thread_env
 
 SUITES = ("dense", "matrix-free", "all")
-QUICK = {"sizes": (100, 200, 400), "grid_sizes": (16, 24), "repeats": 2, "cap": 20.0}
+QUICK = {"sizes": (100, 200, 400), "grid_sizes": (16, 24), "repeats": 2, "cap": 10.0}
 FULL = {"sizes": (500, 1000, 2000, 4000), "grid_sizes": (32, 48, 64), "repeats": 3, "cap": 120.0}
 
 
