@@ -41,69 +41,75 @@ def _gtsv(dl, dm, du, b):
     return x, info
 
 
-def _tridiag_matvec(d, e, z):  # T z for z (n,) or (n, m)
-    if z.ndim == 2:
-        d, e = d[:, None], e[:, None]
-    out = d * z
-    out[:-1] += e * z[1:]
-    out[1:] += e * z[:-1]
+def _shifted_matvec(d, e, shifts, z):  # (T - s_j) z_j for z (n, m), shifts (m,)
+    out = (d[:, None] - shifts[None, :]) * z
+    out[:-1] += e[:, None] * z[1:]
+    out[1:] += e[:, None] * z[:-1]
     return out
 
 
-def _solve_block(d, e, s, b, Zg, scale, n_refine=3):
-    """Projected solutions of ``(T - s) z_j = b_j``, ``Zgᵀ z_j = 0`` for the m columns of ``b``.
+def _by_value(keys) -> dict:
+    """Column indices grouped by equal key, in order of appearance."""
+    groups: dict = {}
+    for j, key in enumerate(keys):
+        groups.setdefault(key, []).append(j)
+    return groups
 
-    numpy; ``b`` (n, m), ``Zg`` (n, g) orthonormal. One shift and one projection
-    set for all columns, so each LAPACK ``gtsv`` call solves all m at once.
+
+def _solve_columns(d, e, shifts, b, Zg, scale, n_refine=3):
+    """Projected solutions of ``(T - s_j) z_j = b_j``, ``Zgᵀ z_j = 0`` for the columns of ``b``.
+
+    numpy; ``b`` (n, m), ``shifts`` (m,), ``Zg`` (n, g) orthonormal and shared
+    by all m columns. The projections are matrix products over all columns at
+    once; the columns that share a shift (a vmapped backward repeats each shift
+    for every cotangent) share one multi-right-hand-side LAPACK ``gtsv`` call.
     """
     n = d.shape[0]
-    if Zg.shape[1]:
-        b = b - Zg @ (Zg.T @ b)
-    if not np.any(b):
-        return np.zeros_like(b)
+
+    def project(y):
+        return y - Zg @ (Zg.T @ y) if Zg.shape[1] else y
+
+    b = project(b)
     eps = np.finfo(d.dtype).eps
-    shift = s
-    dm = d - shift
+    tiny = np.finfo(d.dtype).tiny
+    groups = _by_value(shifts.tolist())
+    z = np.zeros_like(b)
+    moved = {}  # shift -> diagonal of T - shift' actually factored (shift' = shift + a few ulps if singular)
+    for s, cols in groups.items():
+        bc = b[:, cols]
+        if not np.any(bc):
+            continue  # zero right-hand sides: zero solutions
+        shift, dm = s, d - s
+        for attempt in range(8):
+            x, info = _gtsv(e.copy(), dm.copy(), e.copy(), bc.copy())
+            if info == 0 and np.all(np.isfinite(x)):
+                break
+            # exactly singular in floating point: move the shift by a few ulps of the scale
+            shift = shift + (4.0**attempt) * eps * max(scale, abs(s), tiny)
+            dm = d - shift
+        else:
+            raise FloatingPointError("tridiagonal shifted solve failed: the shifted matrix is singular")
+        z[:, cols] = x
+        moved[s] = dm
+    z = project(z)
     bnorm = np.linalg.norm(b, axis=0)
-    z = None
-    for attempt in range(8):
-        x, info = _gtsv(e.copy(), dm.copy(), e.copy(), b.copy())
-        if info == 0 and np.all(np.isfinite(x)):
-            z = x
-            break
-        # exactly singular in floating point: move the shift by a few ulps of the scale
-        shift = shift + (4.0**attempt) * eps * max(scale, abs(s), np.finfo(d.dtype).tiny)
-        dm = d - shift
-    if z is None:
-        raise FloatingPointError("tridiagonal shifted solve failed: the shifted matrix is singular")
-    if Zg.shape[1]:
-        z = z - Zg @ (Zg.T @ z)
-    dms = d - s
     for _ in range(n_refine):  # iterative refinement on the projected residual
-        res = b - _tridiag_matvec(dms, e, z)
-        if Zg.shape[1]:
-            res = res - Zg @ (Zg.T @ res)
-        if np.all(np.linalg.norm(res, axis=0) <= 4 * n * eps * (scale * np.linalg.norm(z, axis=0) + bnorm)):
+        res = project(b - _shifted_matvec(d, e, shifts, z))
+        bad = np.linalg.norm(res, axis=0) > 4 * n * eps * (scale * np.linalg.norm(z, axis=0) + bnorm)
+        if not bad.any():
             break
-        dz, info = _gtsv(e.copy(), dm.copy(), e.copy(), res)
-        if info != 0 or not np.all(np.isfinite(dz)):
+        dz = np.zeros_like(z)
+        for s, cols in groups.items():
+            cols = [j for j in cols if bad[j]]
+            if not cols or s not in moved:
+                continue
+            x, info = _gtsv(e.copy(), moved[s].copy(), e.copy(), res[:, cols])
+            if info == 0 and np.all(np.isfinite(x)):
+                dz[:, cols] = x
+        if not np.any(dz):
             break
-        if Zg.shape[1]:
-            dz = dz - Zg @ (Zg.T @ dz)
-        z = z + dz
+        z = z + project(dz)
     return z
-
-
-def _groups(shifts, M):
-    """Column indices grouped by equal (shift, projection set), in order of appearance.
-
-    A vmapped backward (``jacrev``) repeats each shift for every cotangent, so
-    its columns collapse into K groups.
-    """
-    groups = {}
-    for j in range(shifts.shape[0]):
-        groups.setdefault((float(shifts[j]), M[:, j].tobytes()), []).append(j)
-    return list(groups.values())
 
 
 BROADENING_UNSUPPORTED = (
@@ -144,9 +150,10 @@ class TridiagonalSolve:
         out = np.zeros_like(Bn)
         for b in range(Bn.shape[0]):
             scale = float(np.max(np.abs(d[b]))) + (2 * float(np.max(np.abs(e[b]))) if n > 1 else 0.0)
-            for cols in _groups(sn[b], Mn[b]):
-                j = cols[0]
-                out[b][:, cols] = _solve_block(d[b], e[b], float(sn[b, j]), Bn[b][:, cols], Zn[b][:, Mn[b, :, j]], scale)
+            # columns with one projection set share its basis Zg (all of them in the usual backward)
+            for cols in _by_value(Mn[b, :, j].tobytes() for j in range(c)).values():
+                Zg = Zn[b][:, Mn[b, :, cols[0]]]
+                out[b][:, cols] = _solve_columns(d[b], e[b], sn[b, cols], Bn[b][:, cols], Zg, scale)
         Z = torch.from_numpy(out).to(R.device).reshape(*batch, n, c)
         Y = apply_Q(self.refl, self.tau, Z)
         if has_B:
