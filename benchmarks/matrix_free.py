@@ -14,8 +14,14 @@ memory of each is its own. Ratios are wall time over the reference's.
     python benchmarks/matrix_free.py --quick
     python benchmarks/matrix_free.py --sizes 32,48,64 --out docs/benchmarks_matrix_free.md
 
-Forward+backward (the gradient of ``Σ λ_i`` with respect to the potential)
-is the method ``eigrad-fwd+bwd``, see :func:`forward_backward`.
+Forward+backward (the gradient of a density loss with respect to the
+potential, issue 3's target), next to ARPACK's forward alone, and the
+n = 10⁶ scale run (k = 16, wall time and peak RSS):
+
+    python benchmarks/matrix_free.py --fwd-bwd --sizes 32,48,64 --threads 1
+    python benchmarks/matrix_free.py --big --threads 1
+
+see :func:`forward_backward` and :data:`FWD_BWD`.
 """
 
 from __future__ import annotations
@@ -51,9 +57,15 @@ DESCRIPTION = {
     "eigrad-primme+dst": "eigrad Primme() with the same preconditioner",
     "torch-lobpcg": "torch.lobpcg on a torch sparse COO matrix (tol scaled to the same per-pair residual)",
     "xitorch-davidson": "xitorch.linalg.symeig(method='davidson')",
-    "eigrad-fwd+bwd": "eigrad.eigsh (solver='auto') forward, then the gradient of Σλ + n Σ_j ρ_j² "
-    "(ρ = Σ_i x_i²) with respect to the potential; wall time covers both (and a Hellmann–Feynman check of Σλ)",
+    "eigrad-fwd+bwd": "eigrad.eigsh forward (solver='auto': ARPACK), then the gradient of n Σ_j ρ_j² + Σλ "
+    "(ρ = Σ_i x_i²) with respect to the potential by plain MINRES; wall time covers both",
+    "eigrad-arpack-fwd+bwd+dst": "the same with ARPACK forward, backward MINRES preconditioned by (L)⁻¹ "
+    "(fast sine transforms)",
+    "eigrad-fwd+bwd+dst": "the same with forward preconditioner (L + 50 I)⁻¹ (solver='auto': PRIMME) and "
+    "backward MINRES preconditioned by (L)⁻¹",
 }
+#: ``--fwd-bwd``: the forward reference next to eigrad's forward+backward configurations
+FWD_BWD_METHODS = ["arpack-scipy", "eigrad-fwd+bwd", "eigrad-arpack-fwd+bwd+dst", "eigrad-fwd+bwd+dst"]
 
 
 # --------------------------------------------------------------------- problem
@@ -120,7 +132,7 @@ def run_method(method: str, N: int, k: int, threads: int) -> dict:
         import scipy.sparse.linalg as spla
 
         vals, vecs = spla.eigsh(M, k, which="SA", tol=RTOL, v0=np.random.default_rng(0).uniform(-1, 1, n))
-    elif method.startswith("eigrad-") and method != "eigrad-fwd+bwd":
+    elif method.startswith("eigrad-") and "fwd+bwd" not in method:
         from eigrad.eigensolvers import LOBPCG, Arpack, Primme
 
         solver = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG}[method[7:].split("+")[0]]()
@@ -159,11 +171,12 @@ def run_method(method: str, N: int, k: int, threads: int) -> dict:
         L_, X_ = symeig(Op(), neig=k, mode="lowest", method="davidson", max_niter=100000,
                         min_eps=RTOL * 3 * np.pi**2 / np.sqrt(n))
         vals, vecs = L_.numpy(), X_.numpy()
-    elif method == "eigrad-fwd+bwd":
-        vals, vecs, info = forward_backward(L, v, k)
+    elif "fwd+bwd" in method:
+        vals, vecs, info = forward_backward(L, v, k, method, threads)
     else:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(DESCRIPTION)}")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall = info.pop("wall_fwd_bwd", wall)  # forward + backward only (not the Hellmann–Feynman check)
     order = np.argsort(vals)
     vals, vecs = np.asarray(vals)[order], np.asarray(vecs)[:, order]
     R = M @ vecs - vecs * vals
@@ -177,52 +190,77 @@ def run_method(method: str, N: int, k: int, threads: int) -> dict:
     }
 
 
-def stencil_matmat(N: int):
-    """``X -> L X`` for the 7-point Laplacian by slicing (pure torch: works under torch.func)."""
-    import torch
-
-    c = float((N + 1) ** 2)
-
-    def apply(X):  # (n, m) -> (n, m)
-        U = X.T.reshape(-1, N, N, N)
-        Y = 6.0 * U
-        Y = Y - torch.nn.functional.pad(U[:, 1:], (0, 0, 0, 0, 0, 1)) - torch.nn.functional.pad(U[:, :-1], (0, 0, 0, 0, 1, 0))
-        Y = Y - torch.nn.functional.pad(U[:, :, 1:], (0, 0, 0, 1)) - torch.nn.functional.pad(U[:, :, :-1], (0, 0, 1, 0))
-        Y = Y - torch.nn.functional.pad(U[..., 1:], (0, 1)) - torch.nn.functional.pad(U[..., :-1], (1, 0))
-        return (c * Y).reshape(X.shape[1], -1).T
-
-    return apply
+#: forward+backward configurations: (forward solver, forward preconditioner σ, backward preconditioner σ)
+FWD_BWD = {
+    "eigrad-fwd+bwd": ("auto", None, None),
+    "eigrad-arpack-fwd+bwd+dst": ("arpack", None, 0.0),
+    "eigrad-fwd+bwd+dst": ("auto", VMAX / 2, 0.0),
+}
 
 
-def forward_backward(L, v, k: int):
-    """HOOK for the issue's target: eigrad forward + backward with respect to the potential.
+def forward_backward(L, v, k: int, method: str = "eigrad-fwd+bwd", threads: int = 1):
+    """eigrad forward + backward with respect to the potential (the issue's target).
 
-    Times ``eigrad.eigsh(A(v), k)`` and the gradient of ``Σ λ_i`` with respect
-    to ``v`` (Hellmann–Feynman: it must equal ``Σ_i x_i²``, checked here).
-    ``A(v) = L + diag(v)`` is an ``eigrad.FunctionOperator`` whose Laplacian is
-    a torch stencil; adapt here as the operator API and solvers evolve.
+    ``A(v) = L + diag(v)`` is an :class:`eigrad.FunctionOperator` (the
+    Laplacian a constant torch sparse CSR matrix, the potential its
+    parameter). Times ``eigrad.eigsh(A(v), k)`` and the gradient of
+    ``n Σ_j ρ_j² + Σ λ_i`` (``ρ = Σ_i x_i²``, the density) with respect to
+    ``v``: the eigenvector cotangent needs the k projected shifted solves
+    (MINRES). Configurations (:data:`FWD_BWD`): the forward solver
+    (``"auto"`` is ARPACK without and PRIMME with a preconditioner), the
+    forward preconditioner ``(L + σ I)⁻¹`` and the backward's
+    ``BackwardOptions(linsolve_preconditioner=(L + σ I)⁻¹)``, both by fast sine
+    transforms. Also checks Hellmann–Feynman (``∂Σλ/∂v = Σ_i x_i²``) and
+    counts operator and preconditioner applications in the backward.
     """
+    import warnings
+
     import torch
 
     import eigrad
 
+    solver, sig_f, sig_b = FWD_BWD[method]
     n = L.shape[0]
     N = round(n ** (1 / 3))
-    lap = stencil_matmat(N)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: sparse CSR is "beta"
+        Lt = torch.sparse_csr_tensor(torch.from_numpy(L.indptr).long(), torch.from_numpy(L.indices).long(),
+                                     torch.from_numpy(L.data), L.shape)
+    counts = {"A": 0, "A_cols": 0, "M": 0, "M_cols": 0}
+
+    def matmat(X, p):  # (n, m) -> (n, m)
+        counts["A"] += 1
+        counts["A_cols"] += X.shape[-1]
+        return Lt @ X + p.unsqueeze(-1) * X
+
+    def counted(apply):
+        def M(R):
+            counts["M"] += 1
+            counts["M_cols"] += R.shape[-1]
+            return apply(R)
+        return M
+
+    pre_f = None if sig_f is None else dst_preconditioner(N, sig_f, threads)
+    pre_b = None if sig_b is None else counted(dst_preconditioner(N, sig_b, threads))
     vt = torch.from_numpy(v).requires_grad_(True)
-    op = eigrad.FunctionOperator(lambda X, p: lap(X) + p.unsqueeze(-1) * X, (vt,), (n, n))
+    op = eigrad.FunctionOperator(matmat, (vt,), (n, n))
     t0 = time.perf_counter()
-    vals, vecs = eigrad.eigsh(op, k)
+    vals, vecs = eigrad.eigsh(op, k, solver=solver, preconditioner=pre_f,
+                              backward=eigrad.BackwardOptions(linsolve_preconditioner=pre_b))
     t1 = time.perf_counter()
-    # Σλ needs no linear solve: Hellmann–Feynman checks the operator VJP
-    (g_sum,) = torch.autograd.grad(vals.sum(), vt, retain_graph=True)
+    # a density loss Σ_j ρ_j² exercises the projected shifted solves
+    for key in counts:
+        counts[key] = 0
+    (g,) = torch.autograd.grad(n * ((vecs**2).sum(-1) ** 2).sum() + vals.sum(), vt, retain_graph=True)
+    t2 = time.perf_counter()
+    bwd_counts = dict(counts)
+    # Σλ needs no linear solve: Hellmann–Feynman checks the operator VJP (outside the timing)
+    (g_sum,) = torch.autograd.grad(vals.sum(), vt)
     hf = (vecs.detach() ** 2).sum(-1)
     err = float((g_sum - hf).abs().max() / hf.abs().max())
-    # a density loss Σ_j ρ_j², ρ = Σ_i x_i², exercises the projected shifted solves
-    t2 = time.perf_counter()
-    (g,) = torch.autograd.grad(n * ((vecs**2).sum(-1) ** 2).sum() + vals.sum(), vt)
-    t3 = time.perf_counter()
-    info = {"hellmann_feynman_err": err, "forward_s": t1 - t0, "backward_s": t3 - t2}
+    info = {"hellmann_feynman_err": err, "forward_s": t1 - t0, "backward_s": t2 - t1,
+            "bwd_A_applications": bwd_counts["A"], "bwd_A_columns": bwd_counts["A_cols"],
+            "bwd_M_applications": bwd_counts["M"], "grad_norm": float(g.norm()), "wall_fwd_bwd": t2 - t0}
     return vals.detach().numpy(), vecs.detach().numpy(), info
 
 
@@ -273,7 +311,8 @@ def table(results: list[dict], sizes, methods, k: int) -> str:
             else:
                 dl = "–"
             extra = (
-                f" (forward {r['forward_s']:.2f} s, backward {r['backward_s']:.2f} s, "
+                f" (forward {r['forward_s']:.2f} s, backward {r['backward_s']:.2f} s with "
+                f"{r['bwd_A_applications']} operator / {r['bwd_M_applications']} preconditioner applications; "
                 f"Hellmann–Feynman error {r['hellmann_feynman_err']:.0e})"
                 if "hellmann_feynman_err" in r
                 else ""
@@ -289,6 +328,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="32,48,64", help="grid sizes N (n = N³), comma separated")
     p.add_argument("--quick", action="store_true", help="sizes 16,24")
+    p.add_argument("--fwd-bwd", action="store_true",
+                   help=f"methods {','.join(FWD_BWD_METHODS)}: eigrad forward+backward next to ARPACK's forward")
+    p.add_argument("--big", action="store_true",
+                   help="the scale target: N=100 (n=10⁶), k=16, eigrad-fwd+bwd+dst only, cap 3 h; "
+                   "records wall time and peak RSS (ru_maxrss of the run's own process)")
     p.add_argument("--k", type=int, default=K_DEFAULT)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cap", type=float, default=120.0,
@@ -302,6 +346,11 @@ def main(argv=None) -> None:
         return child(args)
     sizes = [16, 24] if args.quick else [int(s) for s in args.sizes.split(",")]
     methods = args.methods.split(",")
+    if args.fwd_bwd:
+        methods = FWD_BWD_METHODS
+    if args.big:
+        sizes, args.k, args.cap = [100], 16, max(args.cap, 3 * 3600.0)
+        methods = methods if "--methods" in (argv if argv is not None else sys.argv) else ["eigrad-fwd+bwd+dst"]
     unknown = [m for m in methods if m not in DESCRIPTION]
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {', '.join(DESCRIPTION)}")
@@ -320,7 +369,8 @@ def main(argv=None) -> None:
             print(f"N={N:3d} {m:20s} {status}", flush=True)
     load = os.getloadavg()[0]
     header = [
-        "# Matrix-free forward eigensolvers (issue 3 item 4)",
+        "# Matrix-free " + ("forward + backward" if any("fwd+bwd" in m for m in methods) else "forward eigensolvers")
+        + " (issue 3 item 4)",
         "",
         f"Command: `python benchmarks/matrix_free.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "",
