@@ -21,7 +21,9 @@ n = 10⁶ scale run (k = 16, wall time and peak RSS):
     python benchmarks/matrix_free.py --fwd-bwd --sizes 32,48,64 --threads 1
     python benchmarks/matrix_free.py --big --threads 1
 
-see :func:`forward_backward` and :data:`FWD_BWD`.
+The problem, the preconditioner and the methods (:func:`forward_backward`,
+:data:`FWD_BWD`) are defined once in ``eigrad._bench._matrix_free``, which
+``eigrad bench`` runs too; this script is the command line over them.
 """
 
 from __future__ import annotations
@@ -31,11 +33,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-K_DEFAULT = 8
-RTOL = 1e-8
-VMAX = 100.0
+from eigrad._bench._matrix_free import (  # noqa: F401 - the problem and methods, defined once
+    DESCRIPTION,
+    FWD_BWD,
+    K_DEFAULT,
+    RTOL,
+    VMAX,
+    build_problem,
+    dst_preconditioner,
+    forward_backward,
+    laplace_plus_potential,
+    run_method,
+)
 
 #: methods run by default, in order; the first is the reference for the ratios
 DEFAULT_METHODS = [
@@ -48,220 +58,8 @@ DEFAULT_METHODS = [
     "torch-lobpcg",
     "xitorch-davidson",
 ]
-DESCRIPTION = {
-    "arpack-scipy": "ARPACK: scipy eigsh on the CSR matrix, which='SA', tol=1e-8 (reference)",
-    "eigrad-arpack": "eigrad Arpack() over the operator",
-    "eigrad-primme": "eigrad Primme() over the operator (GD+k, PRIMME_DEFAULT_MIN_MATVECS)",
-    "eigrad-lobpcg": "eigrad LOBPCG(), no preconditioner",
-    "eigrad-lobpcg+dst": "eigrad LOBPCG() with preconditioner (L + 50 I)⁻¹ by fast sine transforms",
-    "eigrad-primme+dst": "eigrad Primme() with the same preconditioner",
-    "torch-lobpcg": "torch.lobpcg on a torch sparse COO matrix (tol scaled to the same per-pair residual)",
-    "xitorch-davidson": "xitorch.linalg.symeig(method='davidson')",
-    "eigrad-fwd+bwd": "eigrad.eigsh forward (solver='auto': ARPACK), then the gradient of n Σ_j ρ_j² + Σλ "
-    "(ρ = Σ_i x_i²) with respect to the potential by plain MINRES; wall time covers both",
-    "eigrad-arpack-fwd+bwd+dst": "the same with ARPACK forward, backward MINRES preconditioned by (L)⁻¹ "
-    "(fast sine transforms)",
-    "eigrad-fwd+bwd+dst": "the same with forward preconditioner (L + 50 I)⁻¹ (solver='auto': PRIMME) and "
-    "backward MINRES preconditioned by (L)⁻¹",
-}
-#: ``--fwd-bwd``: the forward reference next to eigrad's forward+backward configurations
-FWD_BWD_METHODS = ["arpack-scipy", "eigrad-fwd+bwd", "eigrad-arpack-fwd+bwd+dst", "eigrad-fwd+bwd+dst"]
-
-
-# --------------------------------------------------------------------- problem
-def build_problem(N: int):
-    """``(M, L, v)``: CSR of ``L + diag(v)``, CSR Laplacian, potential (numpy)."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    c = float((N + 1) ** 2)
-    T = sp.diags([-np.ones(N - 1), 2 * np.ones(N), -np.ones(N - 1)], [-1, 0, 1]) * c
-    Id = sp.identity(N)
-    L = sp.csr_matrix(sp.kron(sp.kron(T, Id), Id) + sp.kron(sp.kron(Id, T), Id) + sp.kron(sp.kron(Id, Id), T))
-    v = np.random.default_rng(0).uniform(0.0, VMAX, N**3)
-    return sp.csr_matrix(L + sp.diags(v)), L, v
-
-
-def laplace_plus_potential(L, v):
-    """The problem as an eigrad operator known only through ``matmat``."""
-    import torch
-
-    from eigrad.operators import LinearOperator, OperatorSpec
-
-    vt = torch.from_numpy(v)
-
-    class LaplacePlusPotential(LinearOperator):
-        def __init__(self):
-            self.shape, self.dtype, self.device = (L.shape[0], L.shape[0]), torch.float64, torch.device("cpu")
-
-        def matmat(self, X):
-            return torch.from_numpy(L @ X.numpy()) + vt.unsqueeze(-1) * X
-
-        def flatten(self):
-            return (), OperatorSpec(lambda ts: self)
-
-    return LaplacePlusPotential()
-
-
-def dst_preconditioner(N: int, sigma: float, workers: int):
-    """``X -> (L + σ I)⁻¹ X`` exactly, by type-I discrete sine transforms (O(n log n) per column)."""
-    import numpy as np
-    import scipy.fft
-    import torch
-
-    mu1 = (2.0 - 2.0 * np.cos(np.arange(1, N + 1) * np.pi / (N + 1))) * (N + 1) ** 2
-    denom = mu1[:, None, None] + mu1[None, :, None] + mu1[None, None, :] + sigma
-
-    def apply(X):
-        Y = X.numpy().reshape(N, N, N, -1)
-        Z = scipy.fft.dstn(Y, type=1, axes=(0, 1, 2), workers=workers) / denom[..., None]
-        return torch.from_numpy(scipy.fft.idstn(Z, type=1, axes=(0, 1, 2), workers=workers).reshape(X.shape))
-
-    return apply
-
-
-# --------------------------------------------------------------------- methods
-def run_method(method: str, N: int, k: int, threads: int) -> dict:
-    import numpy as np
-
-    M, L, v = build_problem(N)
-    n = M.shape[0]
-    info: dict = {}
-    t0, c0 = time.perf_counter(), time.process_time()
-    if method == "arpack-scipy":
-        import scipy.sparse.linalg as spla
-
-        vals, vecs = spla.eigsh(M, k, which="SA", tol=RTOL, v0=np.random.default_rng(0).uniform(-1, 1, n))
-    elif method.startswith("eigrad-") and "fwd+bwd" not in method:
-        from eigrad.eigensolvers import LOBPCG, Arpack, Primme
-
-        solver = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG}[method[7:].split("+")[0]]()
-        pre = dst_preconditioner(N, VMAX / 2, threads) if method.endswith("+dst") else None
-        sol = solver(laplace_plus_potential(L, v), k, preconditioner=pre)
-        vals, vecs = sol.eigenvalues.numpy(), sol.eigenvectors.numpy()
-        info = {"n_matvec": sol.n_matvec, "n_iter": sol.n_iter}
-    elif method == "torch-lobpcg":
-        import torch
-
-        coo = M.tocoo()
-        A = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, (n, n)).coalesce()
-        X0 = torch.randn(n, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        # torch's criterion is ‖r‖ / ((‖A‖ + |λ|) ‖x‖): scale tol to a per-pair 1e-8 relative residual
-        norm_A = 12.0 * (N + 1) ** 2 + VMAX
-        tol = RTOL * 3 * np.pi**2 / norm_A
-        L_, X_ = torch.lobpcg(A, k=k, X=X0, largest=False, tol=tol, niter=100000)
-        vals, vecs = L_.numpy(), X_.numpy()
-    elif method == "xitorch-davidson":
-        import torch
-        import xitorch
-        from xitorch.linalg import symeig
-
-        class Op(xitorch.LinearOperator):
-            def __init__(self):
-                super().__init__(shape=(n, n), is_hermitian=True, dtype=torch.float64)
-
-            def _mv(self, x):  # (..., n) -> (..., n)
-                X = x.reshape(-1, n).T.numpy()
-                return torch.from_numpy(np.ascontiguousarray((M @ X).T)).reshape(x.shape)
-
-            def _getparamnames(self, prefix=""):
-                return []
-
-        # xitorch stops on the largest residual entry: the entry bound that implies the norm bound
-        L_, X_ = symeig(Op(), neig=k, mode="lowest", method="davidson", max_niter=100000,
-                        min_eps=RTOL * 3 * np.pi**2 / np.sqrt(n))
-        vals, vecs = L_.numpy(), X_.numpy()
-    elif "fwd+bwd" in method:
-        vals, vecs, info = forward_backward(L, v, k, method, threads)
-    else:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(DESCRIPTION)}")
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    wall = info.pop("wall_fwd_bwd", wall)  # forward + backward only (not the Hellmann–Feynman check)
-    order = np.argsort(vals)
-    vals, vecs = np.asarray(vals)[order], np.asarray(vecs)[:, order]
-    R = M @ vecs - vecs * vals
-    rel = np.linalg.norm(R, axis=0) / (np.abs(vals) * np.linalg.norm(vecs, axis=0))
-    import resource
-
-    return {
-        "method": method, "N": N, "n": n, "wall": wall, "cpu": cpu, "eigenvalues": vals.tolist(),
-        "max_rel_residual": float(rel.max()), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        **info,
-    }
-
-
-#: forward+backward configurations: (forward solver, forward preconditioner σ, backward preconditioner σ)
-FWD_BWD = {
-    "eigrad-fwd+bwd": ("auto", None, None),
-    "eigrad-arpack-fwd+bwd+dst": ("arpack", None, 0.0),
-    "eigrad-fwd+bwd+dst": ("auto", VMAX / 2, 0.0),
-}
-
-
-def forward_backward(L, v, k: int, method: str = "eigrad-fwd+bwd", threads: int = 1):
-    """eigrad forward + backward with respect to the potential (the issue's target).
-
-    ``A(v) = L + diag(v)`` is an :class:`eigrad.FunctionOperator` (the
-    Laplacian a constant torch sparse CSR matrix, the potential its
-    parameter). Times ``eigrad.eigsh(A(v), k)`` and the gradient of
-    ``n Σ_j ρ_j² + Σ λ_i`` (``ρ = Σ_i x_i²``, the density) with respect to
-    ``v``: the eigenvector cotangent needs the k projected shifted solves
-    (MINRES). Configurations (:data:`FWD_BWD`): the forward solver
-    (``"auto"`` is ARPACK without and PRIMME with a preconditioner), the
-    forward preconditioner ``(L + σ I)⁻¹`` and the backward's
-    ``BackwardOptions(linsolve_preconditioner=(L + σ I)⁻¹)``, both by fast sine
-    transforms. Also checks Hellmann–Feynman (``∂Σλ/∂v = Σ_i x_i²``) and
-    counts operator and preconditioner applications in the backward.
-    """
-    import warnings
-
-    import torch
-
-    import eigrad
-
-    solver, sig_f, sig_b = FWD_BWD[method]
-    n = L.shape[0]
-    N = round(n ** (1 / 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch: sparse CSR is "beta"
-        Lt = torch.sparse_csr_tensor(torch.from_numpy(L.indptr).long(), torch.from_numpy(L.indices).long(),
-                                     torch.from_numpy(L.data), L.shape)
-    counts = {"A": 0, "A_cols": 0, "M": 0, "M_cols": 0}
-
-    def matmat(X, p):  # (n, m) -> (n, m)
-        counts["A"] += 1
-        counts["A_cols"] += X.shape[-1]
-        return Lt @ X + p.unsqueeze(-1) * X
-
-    def counted(apply):
-        def M(R):
-            counts["M"] += 1
-            counts["M_cols"] += R.shape[-1]
-            return apply(R)
-        return M
-
-    pre_f = None if sig_f is None else dst_preconditioner(N, sig_f, threads)
-    pre_b = None if sig_b is None else counted(dst_preconditioner(N, sig_b, threads))
-    vt = torch.from_numpy(v).requires_grad_(True)
-    op = eigrad.FunctionOperator(matmat, (vt,), (n, n))
-    t0 = time.perf_counter()
-    vals, vecs = eigrad.eigsh(op, k, solver=solver, preconditioner=pre_f,
-                              backward=eigrad.BackwardOptions(linsolve_preconditioner=pre_b))
-    t1 = time.perf_counter()
-    # a density loss Σ_j ρ_j² exercises the projected shifted solves
-    for key in counts:
-        counts[key] = 0
-    (g,) = torch.autograd.grad(n * ((vecs**2).sum(-1) ** 2).sum() + vals.sum(), vt, retain_graph=True)
-    t2 = time.perf_counter()
-    bwd_counts = dict(counts)
-    # Σλ needs no linear solve: Hellmann–Feynman checks the operator VJP (outside the timing)
-    (g_sum,) = torch.autograd.grad(vals.sum(), vt)
-    hf = (vecs.detach() ** 2).sum(-1)
-    err = float((g_sum - hf).abs().max() / hf.abs().max())
-    info = {"hellmann_feynman_err": err, "forward_s": t1 - t0, "backward_s": t2 - t1,
-            "bwd_A_applications": bwd_counts["A"], "bwd_A_columns": bwd_counts["A_cols"],
-            "bwd_M_applications": bwd_counts["M"], "grad_norm": float(g.norm()), "wall_fwd_bwd": t2 - t0}
-    return vals.detach().numpy(), vecs.detach().numpy(), info
+#: ``--fwd-bwd``: the forward reference next to eigrad's forward+backward setups
+FWD_BWD_METHODS = ["arpack-scipy", *FWD_BWD]
 
 
 # --------------------------------------------------------------------- driver

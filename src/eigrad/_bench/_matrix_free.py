@@ -1,12 +1,17 @@
-"""Matrix-free suite: the k smallest eigenpairs of a 3D grid operator, forward solvers.
+"""Matrix-free suite: the k smallest eigenpairs of a 3D grid operator, forward and forward+backward.
 
 The 7-point Dirichlet Laplacian on the unit cube with ``N³`` interior points
 plus a diagonal potential ``v ~ U(0, 100)`` (seed 0), float64, relative
-residual ``‖A x − λ x‖ / |λ| <= 1e-8`` per pair. eigrad's solvers see the
-operator only through ``matmat``; the reference is scipy's ARPACK on the CSR
-matrix. Same problem and methods as ``benchmarks/matrix_free.py`` (plus
-PRIMME called directly). Every record carries the true residual, checked
-here, not taken from the solver.
+residual ``‖A x − λ x‖ / |λ| <= 1e-8`` per pair. eigrad's forward solvers see
+the operator only through ``matmat``; the reference is scipy's ARPACK on the
+CSR matrix. The forward+backward setups (:data:`FWD_BWD`) time
+``eigrad.eigsh`` and the gradient of a density loss with respect to the
+potential. Every record carries the true residual, checked here, not taken
+from the solver.
+
+The single definition of the problem, the preconditioner and the methods:
+``eigrad bench`` runs them, and ``benchmarks/matrix_free.py`` is a command
+line over them.
 """
 
 from __future__ import annotations
@@ -17,22 +22,38 @@ K_DEFAULT = 8
 RTOL = 1e-8
 VMAX = 100.0
 
-#: methods in report order; the reference of the ratios is "arpack-scipy"
-METHODS = (
+#: forward+backward setups: (forward solver, forward preconditioner σ, backward preconditioner σ);
+#: a σ is the preconditioner ``(L + σ I)⁻¹`` by fast sine transforms, None for none
+FWD_BWD = {
+    "eigrad-fwd+bwd": ("auto", None, None),
+    "eigrad-arpack-fwd+bwd+dst": ("arpack", None, 0.0),
+    "eigrad-fwd+bwd+dst": ("auto", VMAX / 2, 0.0),
+}
+#: forward methods in report order; the reference of the ratios is "arpack-scipy"
+FORWARD_METHODS = (
     "arpack-scipy", "eigrad-arpack", "eigrad-lobpcg", "eigrad-lobpcg+dst", "primme", "eigrad-primme",
     "eigrad-primme+dst", "torch-lobpcg", "xitorch-davidson",
 )
+#: every method in report order: the forward ones, then the forward+backward setups
+METHODS = FORWARD_METHODS + tuple(FWD_BWD)
 REFERENCE = "arpack-scipy"
+_FWD_BWD_LOSS = "the gradient of n Σ_j ρ_j² + Σλ (ρ = Σ_i x_i²) with respect to the potential"
 DESCRIPTION = {
     "arpack-scipy": "ARPACK: `scipy.sparse.linalg.eigsh` on the CSR matrix, which='SA', tol=1e-8 (reference)",
     "eigrad-arpack": "eigrad `Arpack()` over the operator (matmat only)",
     "eigrad-lobpcg": "eigrad `LOBPCG()`, no preconditioner",
     "eigrad-lobpcg+dst": "eigrad `LOBPCG()` with the preconditioner (L + 50 I)⁻¹ by fast sine transforms",
     "primme": "PRIMME: `primme.eigsh` on the CSR matrix, which='SA' (tol scaled to the same per-pair residual)",
-    "eigrad-primme": "eigrad `Primme()` over the operator (GD+k)",
+    "eigrad-primme": "eigrad `Primme()` over the operator (GD+k, PRIMME_DEFAULT_MIN_MATVECS)",
     "eigrad-primme+dst": "eigrad `Primme()` with the sine-transform preconditioner",
     "torch-lobpcg": "`torch.lobpcg` on a torch sparse COO matrix (tol scaled to the same per-pair residual)",
     "xitorch-davidson": "`xitorch.linalg.symeig(method='davidson')` over a matvec operator",
+    "eigrad-fwd+bwd": f"`eigrad.eigsh` forward (solver='auto': ARPACK), then {_FWD_BWD_LOSS} by plain MINRES; "
+    "wall time covers both (ratio: to ARPACK's forward alone)",
+    "eigrad-arpack-fwd+bwd+dst": "the same with ARPACK forward, backward MINRES preconditioned by L⁻¹ "
+    "(fast sine transforms)",
+    "eigrad-fwd+bwd+dst": "the same with forward preconditioner (L + 50 I)⁻¹ (solver='auto': PRIMME) and "
+    "backward MINRES preconditioned by L⁻¹",
 }
 
 
@@ -50,7 +71,7 @@ def build_problem(N: int):
 
 
 def laplace_plus_potential(L, v):
-    """The problem as an eigrad operator known only through ``matmat``."""
+    """The problem as an eigrad operator known only through ``matmat`` (scipy CSR product, no gradient)."""
     import torch
 
     from ..operators import LinearOperator, OperatorSpec
@@ -68,6 +89,18 @@ def laplace_plus_potential(L, v):
             return (), OperatorSpec(lambda ts: self)
 
     return LaplacePlusPotential()
+
+
+def torch_csr(L):
+    """The scipy CSR matrix ``L`` as a torch sparse CSR tensor (its products are 4–8× faster than scipy's)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: sparse CSR is "beta"
+        return torch.sparse_csr_tensor(torch.from_numpy(L.indptr).long(), torch.from_numpy(L.indices).long(),
+                                       torch.from_numpy(L.data), L.shape)
 
 
 def dst_preconditioner(N: int, sigma: float, workers: int):
@@ -104,13 +137,16 @@ def _solve(method: str, M, L, v, N: int, k: int, threads: int):
         tol = RTOL * 3 * np.pi**2 / (12.0 * (N + 1) ** 2 + VMAX)
         vals, vecs, stats = primme.eigsh(M, k, which="SA", tol=tol, return_stats=True)
         return vals, vecs, {"n_matvec": int(stats["numMatvecs"])}
+    if method in FWD_BWD:
+        return forward_backward(L, v, k, method, threads)
     if method.startswith("eigrad-"):
         from ..eigensolvers import LOBPCG, Arpack, Primme
 
         solver = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG}[method[7:].split("+")[0]]()
         pre = dst_preconditioner(N, VMAX / 2, threads) if method.endswith("+dst") else None
         sol = solver(laplace_plus_potential(L, v), k, preconditioner=pre)
-        return sol.eigenvalues.numpy(), sol.eigenvectors.numpy(), {"n_matvec": int(sol.n_matvec)}
+        return sol.eigenvalues.numpy(), sol.eigenvectors.numpy(), {"n_matvec": int(sol.n_matvec),
+                                                                      "n_iter": int(sol.n_iter)}
     if method == "torch-lobpcg":
         import torch
 
@@ -145,8 +181,76 @@ def _solve(method: str, M, L, v, N: int, k: int, threads: int):
     raise ValueError(f"unknown matrix-free method {method!r}; pass one of {', '.join(METHODS)}")
 
 
+def forward_backward(L, v, k: int, method: str = "eigrad-fwd+bwd", threads: int = 1):
+    """eigrad forward + backward with respect to the potential (issue 3's target).
+
+    ``A(v) = L + diag(v)`` is an :class:`eigrad.FunctionOperator` (the
+    Laplacian a constant torch sparse CSR matrix, the potential its
+    parameter). Times ``eigrad.eigsh(A(v), k)`` and the gradient of
+    ``n Σ_j ρ_j² + Σ λ_i`` (``ρ = Σ_i x_i²``, the density) with respect to
+    ``v``: the eigenvector cotangent needs the k projected shifted solves
+    (MINRES). ``method`` names a setup of :data:`FWD_BWD`: the forward solver
+    (``"auto"`` is ARPACK without and PRIMME with a preconditioner), the
+    forward preconditioner ``(L + σ I)⁻¹`` and the backward's
+    ``BackwardOptions(linsolve_preconditioner=(L + σ I)⁻¹)``, both by fast sine
+    transforms. Also checks Hellmann–Feynman (``∂Σλ/∂v = Σ_i x_i²``, outside
+    the timing) and counts operator and preconditioner applications in the
+    backward. Returns ``(eigenvalues, eigenvectors, info)`` (numpy); ``info``
+    holds ``wall_fwd_bwd``, the forward + backward time.
+    """
+    import torch
+
+    from .. import BackwardOptions, FunctionOperator, eigsh
+
+    solver, sig_f, sig_b = FWD_BWD[method]
+    n = L.shape[0]
+    N = round(n ** (1 / 3))
+    Lt = torch_csr(L)
+    counts = {"A": 0, "A_cols": 0, "M": 0, "M_cols": 0}
+
+    def matmat(X, p):  # (n, m) -> (n, m)
+        counts["A"] += 1
+        counts["A_cols"] += X.shape[-1]
+        return Lt @ X + p.unsqueeze(-1) * X
+
+    def counted(apply):
+        def M(R):  # (n, m) -> (n, m)
+            counts["M"] += 1
+            counts["M_cols"] += R.shape[-1]
+            return apply(R)
+        return M
+
+    pre_f = None if sig_f is None else dst_preconditioner(N, sig_f, threads)
+    pre_b = None if sig_b is None else counted(dst_preconditioner(N, sig_b, threads))
+    vt = torch.from_numpy(v).requires_grad_(True)
+    op = FunctionOperator(matmat, (vt,), (n, n))
+    t0 = time.perf_counter()
+    vals, vecs = eigsh(op, k, solver=solver, preconditioner=pre_f,
+                       backward=BackwardOptions(linsolve_preconditioner=pre_b))
+    t1 = time.perf_counter()
+    for key in counts:
+        counts[key] = 0
+    # a density loss Σ_j ρ_j² exercises the projected shifted solves
+    (g,) = torch.autograd.grad(n * ((vecs**2).sum(-1) ** 2).sum() + vals.sum(), vt, retain_graph=True)
+    t2 = time.perf_counter()
+    bwd = dict(counts)
+    # Σλ needs no linear solve: Hellmann–Feynman checks the operator VJP
+    (g_sum,) = torch.autograd.grad(vals.sum(), vt)
+    hf = (vecs.detach() ** 2).sum(-1)  # (n,)
+    info = {
+        "hellmann_feynman_err": float((g_sum - hf).abs().max() / hf.abs().max()), "forward_s": t1 - t0,
+        "backward_s": t2 - t1, "bwd_A_applications": bwd["A"], "bwd_A_columns": bwd["A_cols"],
+        "bwd_M_applications": bwd["M"], "grad_norm": float(g.norm()), "wall_fwd_bwd": t2 - t0,
+    }
+    return vals.detach().numpy(), vecs.detach().numpy(), info
+
+
 def run_method(method: str, N: int, k: int = K_DEFAULT, threads: int = 1) -> dict:
-    """One record: wall and CPU time of ``method`` on the ``N³`` grid, its true residual and eigenvalues."""
+    """One record: wall and CPU time of ``method`` on the ``N³`` grid, its true residual and eigenvalues.
+
+    A forward+backward setup's wall time is its forward + backward; its CPU
+    time also covers the Hellmann–Feynman check of :func:`forward_backward`.
+    """
     import resource
 
     import numpy as np
@@ -157,6 +261,7 @@ def run_method(method: str, N: int, k: int = K_DEFAULT, threads: int = 1) -> dic
     t0, c0 = time.perf_counter(), time.process_time()
     vals, vecs, info = _solve(method, M, L, v, N, k, threads)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall = info.pop("wall_fwd_bwd", wall)  # forward + backward only, not the Hellmann–Feynman check
     order = np.argsort(vals)
     vals, vecs = np.asarray(vals)[order], np.asarray(vecs)[:, order]
     R = M @ vecs - vecs * vals  # (n, k)
@@ -170,4 +275,4 @@ def run_method(method: str, N: int, k: int = K_DEFAULT, threads: int = 1) -> dic
 
 def log_line(r: dict) -> str:
     """One progress line for a record of :func:`run_method`."""
-    return f"matrix-free N={r['N']:3d} {r['method']:18s} {r['wall']:.3f} s, residual {r['max_rel_residual']:.1e}"
+    return f"matrix-free N={r['N']:3d} {r['method']:25s} {r['wall']:.3f} s, residual {r['max_rel_residual']:.1e}"
