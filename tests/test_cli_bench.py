@@ -124,3 +124,20 @@ def test_size_list_is_parsed(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--sizes", "100,abc"])
     assert exc.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
+
+
+def test_forward_backward_rows(tmp_path):
+    """A forward+backward setup is timed against ARPACK's forward, its split reported, its gradient checked."""
+    rc, _, _ = _run(["bench", "--suite", "matrix-free", "--grid-sizes", "6", "--threads", "1", "--in-process",
+                     "--methods", "arpack-scipy,eigrad-arpack-fwd+bwd+dst", "--out", str(tmp_path)])
+    assert rc == 0
+    mf, split = _tables((tmp_path / "report.md").read_text())
+    by = {r["method"]: r for r in mf}
+    row, ref = by["eigrad-arpack-fwd+bwd+dst"], by["arpack-scipy"]
+    assert float(row["× arpack-scipy"]) == pytest.approx(float(row["wall s"]) / float(ref["wall s"]), rel=0.02, abs=2e-3)
+    assert float(row["max rel. residual"]) <= 1e-8 and float(row["max rel. Δλ vs ref"]) < 1e-8
+    (s,) = split
+    assert s["method"] == "eigrad-arpack-fwd+bwd+dst"
+    assert float(s["forward s"]) + float(s["backward s"]) == pytest.approx(float(row["wall s"]), rel=0.02, abs=2e-3)
+    assert int(s["backward preconditioner applications"]) > 0  # MINRES ran preconditioned
+    assert float(s["Hellmann–Feynman error"]) < 1e-10  # ∂Σλ/∂v = Σ_i x_i², through the operator's VJP

@@ -89,8 +89,8 @@ def _add_bench(subparsers) -> None:
         help="time eigrad against the installed peers; write a markdown report and a plot",
         description=(
             "Runs the benchmark suites, dense partial (k smallest pairs, forward + backward, vs "
-            "torch.linalg.eigh and xitorch) and matrix-free (3D grid operator, forward, vs scipy ARPACK, "
-            "PRIMME, torch.lobpcg and xitorch), against whichever peers are installed (missing ones are "
+            "torch.linalg.eigh and xitorch) and matrix-free (3D grid operator, forward vs scipy ARPACK, "
+            "PRIMME, torch.lobpcg and xitorch; eigrad forward + backward vs ARPACK's forward), against whichever peers are installed (missing ones are "
             "skipped with a note), and writes OUT/report.md (tables with ratios) and OUT/plot.png "
             "(time against n, log-log). Each suite runs in child processes with --threads threads; a "
             "matrix-free method that exceeds --cap seconds is not run at larger sizes."

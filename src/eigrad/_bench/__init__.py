@@ -5,7 +5,7 @@ in the repository's ``benchmarks/`` directory are the long-form versions.
 
 * :mod:`._common`: timing, problems, peer detection, tables.
 * :mod:`._dense`: partial dense eigendecomposition, forward + backward.
-* :mod:`._matrix_free`: matrix-free forward solvers on a 3D grid operator.
+* :mod:`._matrix_free`: matrix-free forward solvers and forward+backward setups on a 3D grid operator.
 * :mod:`._runner`: runs the suites in child processes (thread count, caps).
 * :mod:`._report`: the markdown report and the plot.
 """
