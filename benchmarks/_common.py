@@ -6,10 +6,7 @@ OpenBLAS (scipy's LAPACK) reads its thread count when it is first loaded.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
-import statistics
 import time
 from typing import Callable, Sequence
 
@@ -31,18 +28,11 @@ def machine_line(threads: int) -> str:
     import scipy
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from eigrad._bench._common import cpu_name
+
     blas = "MKL" if torch.backends.mkl.is_available() else "torch BLAS"
     return (
-        f"{cpu}, {os.cpu_count()} logical cores, {threads} thread(s); torch {torch.__version__} ({blas}), "
+        f"{cpu_name()}, {os.cpu_count()} logical cores, {threads} thread(s); torch {torch.__version__} ({blas}), "
         f"scipy {scipy.__version__}; load average {os.getloadavg()[0]:.1f} at start"
     )
 
@@ -67,50 +57,17 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return _clock() - t0, out
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence file descriptors 1 and 2 (MKL's LAPACK error handler prints from C)."""
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        for fd, s in zip((1, 2), saved):
-            os.dup2(s, fd)
-            os.close(s)
+#: helpers defined once in ``eigrad._bench._common`` (shared with ``eigrad bench``), imported on
+#: first use so that importing this module loads no BLAS before :func:`set_threads`
+_SHARED = ("fmt", "median", "symmetric_problem")
 
 
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
+def __getattr__(name: str):
+    if name in _SHARED:
+        from eigrad._bench import _common
 
-
-def symmetric_problem(n: int, seed: int, dtype):
-    """A random symmetric matrix (GOE: simple spectrum with probability one) and a
-    second, independent symmetric weight matrix for the loss."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    M = torch.randn(n, n, dtype=dtype, generator=g)
-    A = (M + M.mT) / 2
-    M = torch.randn(n, n, dtype=dtype, generator=g)
-    W = (M + M.mT) / (2 * n**0.5)
-    return A, W
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    if x != x:  # nan
-        return "-"
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    return f"{x:.{digits}g}"
+        return getattr(_common, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:

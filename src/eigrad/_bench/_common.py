@@ -27,22 +27,25 @@ def thread_env(n: int) -> dict[str, str]:
     return {**os.environ, **{v: str(n) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_line(threads: int) -> str:
     """One line describing where the numbers were taken."""
     import scipy
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} logical cores, {threads} thread(s) per run; torch {torch.__version__}, "
+        f"{cpu_name()}, {os.cpu_count()} logical cores, {threads} thread(s) per run; torch {torch.__version__}, "
         f"scipy {scipy.__version__}; load average {os.getloadavg()[0]:.1f}"
     )
 
