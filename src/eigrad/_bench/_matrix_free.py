@@ -48,7 +48,7 @@ DESCRIPTION = {
     "eigrad-primme+dst": "eigrad `Primme()` with the sine-transform preconditioner",
     "torch-lobpcg": "`torch.lobpcg` on a torch sparse COO matrix (tol scaled to the same per-pair residual)",
     "xitorch-davidson": "`xitorch.linalg.symeig(method='davidson')` over a matvec operator",
-    "eigrad-fwd+bwd": f"`eigrad.eigsh` forward (solver='auto': ARPACK; a dense eigh at n <= 2048), then {_FWD_BWD_LOSS} by plain MINRES; "
+    "eigrad-fwd+bwd": f"`eigrad.eigsh` forward (solver='auto': ARPACK; a dense eigh at n <= 200), then {_FWD_BWD_LOSS} by plain MINRES; "
     "wall time covers both (ratio: to ARPACK's forward alone)",
     "eigrad-arpack-fwd+bwd+dst": "the same with ARPACK forward, backward MINRES preconditioned by L⁻¹ "
     "(fast sine transforms)",
