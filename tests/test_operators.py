@@ -76,7 +76,15 @@ def test_sparse_tangent_matmat():
     dv = _rand((op.pattern.nnz,), 5)
     X = _rand((N, 3), 6)
     dA = torch.zeros(N, N, dtype=DT).index_put((op.pattern.row, op.pattern.col), dv, accumulate=True)
-    assert torch.allclose(op.tangent_matmat((dv,), X), dA @ X, atol=1e-13, rtol=0)
+    # the tangent of the symmetric problem, sym(dA) X: the adjoint of bilinear_vjp's symmetrized gradient
+    assert torch.allclose(op.tangent_matmat((dv,), X), 0.5 * (dA + dA.T) @ X, atol=1e-13, rtol=0)
+    pos, _ = op.pattern.transpose_positions()
+    dvs = 0.5 * (dv + dv[pos])  # a symmetric tangent: exactly dA X
+    dAs = torch.zeros(N, N, dtype=DT).index_put((op.pattern.row, op.pattern.col), dvs, accumulate=True)
+    assert torch.allclose(op.tangent_matmat((dvs,), X), dAs @ X, atol=1e-13, rtol=0)
+    L = _rand((N, 3), 8)  # <L, A'(dv) X> = <bilinear_vjp(L, X), dv>: JVP and VJP are adjoint
+    (g,) = op.bilinear_vjp(L, X)
+    torch.testing.assert_close((L * op.tangent_matmat((dv,), X)).sum(), (g * dv).sum(), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("kind", ["function", "module"])

@@ -29,7 +29,8 @@ import dataclasses
 
 import torch
 
-from ..operators import OperatorSpec
+from ..operators import DenseOperator, OperatorSpec
+from ..operators._sparse import SparseOperator
 from ._formulas import jvp_terms, vjp_terms
 from ._second_order import ForwardOnce
 
@@ -50,9 +51,25 @@ class OpSolveInfo:
     n_tensors: int
 
     def rebuild(self, tensors):
-        A = self.spec_A.rebuild(tensors[: self.n_A])
-        B = None if self.spec_B is None else self.spec_B.rebuild(tensors[self.n_A : self.n_tensors])
+        A = _symmetric(self.spec_A.rebuild(tensors[: self.n_A]))
+        B = None if self.spec_B is None else _symmetric(self.spec_B.rebuild(tensors[self.n_A : self.n_tensors]))
         return A, B
+
+
+def _symmetric(op):
+    """Stored matrices as ``sym(·)`` of their tensors (the same values at the point).
+
+    Their derivatives then see only the symmetric part of a perturbation, as
+    ``bilinear_vjp`` and ``tangent_matmat`` do, and as ``sym(A)`` does for the
+    dense Function; function and module operators are symmetric for every θ.
+    """
+    if isinstance(op, DenseOperator):
+        return DenseOperator(0.5 * (op.A + _mT(op.A)))
+    if isinstance(op, SparseOperator):
+        pos, all_stored = op.pattern.symmetric_transpose()
+        if all_stored:
+            return SparseOperator.from_values(0.5 * (op.values + op.values[pos]), op.pattern)
+    return op
 
 
 def _apply_B(B, V):

@@ -56,35 +56,30 @@ def _substitute(tensors, pos, ts):
     return full
 
 
-def _leaf(t: torch.Tensor, graph: bool) -> torch.Tensor:
-    """``t`` itself when it is on a graph to keep (``graph``), else a fresh leaf."""
-    return t if (graph and t.requires_grad) else t.detach().requires_grad_()
-
-
 def func_vjp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor], L: torch.Tensor):
     """Gradient of ``<L, apply(*tensors)>`` w.r.t. each floating tensor (``None`` for the others).
 
     Plain autograd outside ``torch.func`` transforms (no functorch machinery to
     import or run); ``torch.func.vjp`` inside them, so that ``jacrev`` can vmap it.
-    With grad mode on the result is differentiable in ``L``, the captured
-    right-hand side and the tensors (``create_graph``: second derivatives).
+    With grad mode on (``create_graph``) also ``torch.func.vjp``: the result is then
+    differentiable in ``L``, the captured right-hand side and the tensors.
     """
     pos = differentiable_positions(tensors)
     out: list[torch.Tensor | None] = [None] * len(tensors)
     if not pos:
         return tuple(out)
-    if _under_transform():
+    if _under_transform() or torch.is_grad_enabled():
+        # grad mode on outside transforms is a differentiable backward (create_graph=True):
+        # torch.func.vjp takes the partial derivative in the tensors only (autograd.grad would
+        # follow L and R back to them) and its result stays differentiable in L, R and the tensors
         _, pullback = torch.func.vjp(lambda *ts: apply(*_substitute(tensors, pos, ts)), *[tensors[i] for i in pos])
         grads = pullback(L)
     else:
-        # grad mode on (a differentiable backward: create_graph=True): keep the graph to the
-        # tensors, L and the captured R, so that the gradient can be differentiated again
-        graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            leaves = [_leaf(tensors[i], graph) for i in pos]
+            leaves = [tensors[i].detach().requires_grad_() for i in pos]
             y = apply(*_substitute(tensors, pos, leaves))
             # <L, y> as a scalar: grad_outputs= would import torch.fx/sympy on first use (~1 s)
-            grads = torch.autograd.grad((y * L).sum(), leaves, allow_unused=True, create_graph=graph)
+            grads = torch.autograd.grad((y * L).sum(), leaves, allow_unused=True)
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
     for i, g in zip(pos, grads):
         out[i] = g
@@ -95,7 +90,9 @@ def func_jvp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor]
     """``d/dt apply(*(tensors + t dtensors))`` at ``t = 0`` (``None`` tangents are zero).
 
     Forward-mode AD (dual numbers) outside ``torch.func`` transforms,
-    ``torch.func.jvp`` inside them.
+    ``torch.func.jvp`` inside them, two VJPs inside a user's forward-AD level
+    (PyTorch does not nest them). With grad mode on the result stays
+    differentiable in the tensors and the captured ``X`` (second derivatives).
     """
     pos = [i for i in differentiable_positions(tensors) if dtensors[i] is not None]
     if not pos:
@@ -106,10 +103,24 @@ def func_jvp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor]
         _, out = torch.func.jvp(lambda *ts: apply(*_substitute(tensors, pos, ts)), primals, tangents)
         return out
     graph = torch.is_grad_enabled()  # keep the primals attached: A' X differentiable in θ too
+    level = fwAD._current_level
+    if level >= 0:
+        # called inside a forward-AD level (a custom Function's jvp under gradcheck or fwAD):
+        # PyTorch does not nest levels, so J θ' as the VJP of the linear map U ↦ Jᵀ U
+        def pull(U):
+            _, pb = torch.func.vjp(lambda *ts: apply(*_substitute(tensors, pos, ts)), *primals)
+            return pb(U)
+
+        _, pb2 = torch.func.vjp(pull, torch.zeros_like(like))
+        return pb2(tangents)[0]
     with fwAD.dual_level():
-        duals = [fwAD.make_dual(p if graph else p.detach(), t) for p, t in zip(primals, tangents)]
-        y = apply(*_substitute(tensors, pos, duals))
-        tangent = fwAD.unpack_dual(y).tangent
+        return _dual_tangent(apply, tensors, pos, primals, tangents, graph, like)
+
+
+def _dual_tangent(apply, tensors, pos, primals, tangents, graph, like):
+    duals = [fwAD.make_dual(p if graph else p.detach(), t) for p, t in zip(primals, tangents)]
+    y = apply(*_substitute(tensors, pos, duals))
+    tangent = fwAD.unpack_dual(y).tangent
     return torch.zeros_like(like) if tangent is None else tangent
 
 

@@ -59,6 +59,14 @@ class SparsePattern:
             )
         return self._scipy_index
 
+    def symmetric_transpose(self) -> tuple[torch.Tensor, bool]:
+        """``(positions of (j, i), whether every transpose is stored)``, cached."""
+        cached = getattr(self, "_sym_t", None)
+        if cached is None:
+            pos, found = self.transpose_positions()
+            cached = self._sym_t = (pos, bool(found.all()))
+        return cached
+
     def transpose_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
         """For every entry ``(i, j)``: the position of ``(j, i)`` and whether it is stored."""
         key = self.row * self.n + self.col  # sorted (row-major)
@@ -66,6 +74,17 @@ class SparsePattern:
         pos = torch.searchsorted(key, key_t).clamp(max=max(self.nnz - 1, 0))
         found = key[pos] == key_t if self.nnz else torch.zeros(0, dtype=torch.bool)
         return pos, found
+
+
+class TransposedPattern:
+    """``(row, col)`` of a pattern swapped, entries in the original order (gather products only)."""
+
+    def __init__(self, p: SparsePattern):
+        self.n, self.row, self.col = p.n, p.col, p.row
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col.shape[0])
 
 
 def _plain(t: torch.Tensor) -> bool:
@@ -202,7 +221,15 @@ class SparseOperator(LinearOperator):
         (dv,) = dtensors
         if dv is None:
             return torch.zeros_like(X)
-        return SparseOperator.from_values(dv, self.pattern).matmat(X)  # A' X, A' on the same pattern
+        # A' X with A' = sym(P(v')) on the same pattern: the tangent whose adjoint is bilinear_vjp's
+        # symmetrized gradient (as sym(dA) for dense A), so that a tangent of the values that is
+        # not symmetric gives the JVP of the symmetric problem, consistently with the VJP
+        p = self.pattern
+        pos, found = p.symmetric_transpose()
+        if found:  # every (j, i) stored: one product with ½(v'_ij + v'_ji)
+            return SparseOperator.from_values(0.5 * (dv + dv[pos]), p).matmat(X)
+        AX = SparseOperator.from_values(dv, p).matmat(X)
+        return 0.5 * (AX + _gather_matmat(dv, TransposedPattern(p), X))  # ½ (P(v') + P(v')ᵀ) X
 
     def symmetry_defect(self) -> torch.Tensor:
         """``max |A - Aᵀ|`` over the stored entries (a missing transpose counts as zero)."""
