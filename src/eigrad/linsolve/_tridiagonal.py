@@ -65,9 +65,15 @@ def _solve_columns(d, e, shifts, b, Zg, scale, n_refine=3):
     for every cotangent) share one multi-right-hand-side LAPACK ``gtsv`` call.
     """
     n = d.shape[0]
+    # projections with torch (the BLAS of the surrounding torch code): numpy's own threaded
+    # BLAS would wake a second thread pool that then competes with torch's for the cores
+    Zt = torch.from_numpy(Zg)
 
     def project(y):
-        return y - Zg @ (Zg.T @ y) if Zg.shape[1] else y
+        if not Zg.shape[1]:
+            return y
+        yt = torch.from_numpy(y)
+        return (yt - Zt @ (Zt.mT @ yt)).numpy()
 
     b = project(b)
     eps = np.finfo(d.dtype).eps
