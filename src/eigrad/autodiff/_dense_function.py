@@ -16,10 +16,9 @@ import functools
 
 import torch
 
-from .._validation import check_values
 from ._checks import check_existence
 from ._clusters import cluster_mask
-from ._forward import solve_with_guards
+from ._forward import checked_symmetric, solve_with_guards
 from ._formulas import jvp_terms, sym, vjp_terms
 from ._second_order import degenerate_clusters, degenerate_guard, differentiable_jvp, differentiable_vjp
 from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
@@ -53,12 +52,7 @@ class DenseEig(torch.autograd.Function):
     def forward(A, B, k, largest, solver, opts):
         check_broadening(solver, opts)
         with torch.no_grad():
-            check_values("A", A)
-            A = sym(A)
-            if B is not None:
-                check_values("B", B)
-                B = sym(B)
-                A, B = torch.broadcast_tensors(A, B)
+            A, B = checked_symmetric(A, B)
             n = A.shape[-1]
             sol, LE, XE, labels, cut, atol, _ = solve_with_guards(solver, A, B, k, n, largest, opts)
             BXE = XE if B is None else B @ XE

@@ -10,7 +10,20 @@ from __future__ import annotations
 import torch
 
 from .._options import BackwardOptions
+from .._validation import check_values
 from ._clusters import cluster_labels
+from ._formulas import sym
+
+
+def checked_symmetric(A, B):
+    """Finite, symmetric (to a dtype-scaled tolerance) inputs, read as ``(A + Aᵀ)/2``; broadcast."""
+    check_values("A", A)
+    A = sym(A)
+    if B is not None:
+        check_values("B", B)
+        B = sym(B)
+        A, B = torch.broadcast_tensors(A, B)
+    return A, B
 
 
 def _guard_order(Lg, Xg, largest):

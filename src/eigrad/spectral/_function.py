@@ -30,9 +30,8 @@ import warnings
 import torch
 
 from .._errors import GaugeError, GaugeWarning
-from .._validation import check_values
 from ..autodiff._dense_function import check_broadening
-from ..autodiff._forward import solve_with_guards
+from ..autodiff._forward import checked_symmetric, solve_with_guards
 from ..autodiff._formulas import sym
 from ..autodiff._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
@@ -77,12 +76,7 @@ class SpectralFunction(torch.autograd.Function):
         if k < A.shape[-1]:  # the full case has no 1/(λ_i - λ_j) to broaden
             check_broadening(solver, opts)
         with torch.no_grad():
-            check_values("A", A)
-            A = sym(A)
-            if B is not None:
-                check_values("B", B)
-                B = sym(B)
-                A, B = torch.broadcast_tensors(A, B)
+            A, B = checked_symmetric(A, B)
             n = A.shape[-1]
             sol, LE, XE, labels, cut, atol, _ = solve_with_guards(solver, A, B, k, n, largest, opts)
             L, X = sol.eigenvalues, sol.eigenvectors  # (*b, k), (*b, n, k)
