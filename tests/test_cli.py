@@ -66,7 +66,7 @@ def test_demo_prints_gauge_warning_and_how_to_read(demo_output):
 
 
 def test_run_demo_data_small_grid_dense_path():
-    # n = 100 < 160: eigsh(solver="auto") takes the dense route here, the CLI default the LAPACK one
+    # n = 100 < 192: eigsh(solver="auto") takes the dense route here, the CLI default the LAPACK one
     report = run_demo(grid=10, seed=3)
     assert [len(c.rows) for c in report.cases] == [4, 5]
     for case in report.cases:

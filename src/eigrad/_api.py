@@ -27,7 +27,7 @@ class EigResult(NamedTuple):
 
 #: below this size the full ``torch.linalg.eigh`` beats the LAPACK subset route
 #: (measured by ``benchmarks/dense_partial.py --crossover``)
-_SUBSET_MIN_N = 160
+_SUBSET_MIN_N = 192
 #: above this fraction of the spectrum a full decomposition is cheaper
 _SUBSET_MAX_FRACTION = 0.2
 
@@ -225,7 +225,7 @@ def eigsh(
         Dense tensors: ``"lapack"`` (LAPACK's subset route on the CPU,
         tridiagonal reduction kept for the backward), ``"dense"``
         (``torch.linalg.eigh``, any device, batched); ``"auto"`` takes
-        ``"lapack"`` on the CPU for ``n >= 160`` and ``k <= 0.2 n``, else
+        ``"lapack"`` on the CPU for ``n >= 192`` and ``k <= 0.2 n``, else
         ``"dense"``. Operators (sparse, matrix-free): the iterative solvers
         ``"arpack"``, ``"primme"``, ``"lobpcg"`` where available, or
         ``"dense"``/``"lapack"`` on the materialized matrix; ``"auto"``
