@@ -17,31 +17,12 @@ import eigrad
 from eigrad.linsolve._minres import ProjectedMinres
 
 from _operator_helpers import NoHandle, laplacian_2d, scipy_to_torch_csr
+from _spectral_problems import planted
 
 DT = torch.float64
 # a triple and a pair inside k = 6, a gap of 0.6 to the rest
 VALS = [0.5, 0.5, 0.5, 1.0, 1.7, 1.7] + list(np.linspace(2.3, 6.0, 34))
 K = 6
-
-
-def _orth(n, g):
-    Q, R = torch.linalg.qr(torch.randn(n, n, dtype=DT, generator=g))
-    return Q * torch.sign(torch.diagonal(R))
-
-
-def planted(vals, seed=0, generalized=False):
-    """Dense symmetric ``A`` with eigenvalues ``vals`` (of the pencil, with SPD ``B``) and ``B`` or None."""
-    g = torch.Generator().manual_seed(seed)
-    n = len(vals)
-    Q = _orth(n, g)
-    A = Q @ torch.diag(torch.tensor(vals, dtype=DT)) @ Q.T
-    B = None
-    if generalized:
-        M = torch.randn(n, n, dtype=DT, generator=g)
-        Lc = torch.linalg.cholesky(M @ M.T / n + torch.eye(n, dtype=DT))
-        A, B = Lc @ A @ Lc.T, Lc @ Lc.T
-        B = 0.5 * (B + B.T)
-    return 0.5 * (A + A.T), B
 
 
 def cotangent(n, seed=5):
