@@ -26,10 +26,11 @@ class EigResult(NamedTuple):
 
 
 #: below this size the full ``torch.linalg.eigh`` beats the LAPACK subset route
-#: (measured by ``benchmarks/dense_partial.py --crossover``)
+#: (measured by ``benchmarks/dense_partial.py --crossover``, docs/benchmarks.md)
 _SUBSET_MIN_N = 192
-#: above this fraction of the spectrum a full decomposition is cheaper
-_SUBSET_MAX_FRACTION = 0.2
+#: above this fraction of the spectrum a full decomposition is cheaper: the
+#: crossover is k/n ≈ 0.1 (n = 1000, 2 threads) to 0.25-0.3 (n = 1000-2000, 1 thread)
+_SUBSET_MAX_FRACTION = 0.1
 
 _DENSE_SOLVERS = {"dense": DenseEigh, "lapack": LapackSubset}
 
@@ -225,7 +226,7 @@ def eigsh(
         Dense tensors: ``"lapack"`` (LAPACK's subset route on the CPU,
         tridiagonal reduction kept for the backward), ``"dense"``
         (``torch.linalg.eigh``, any device, batched); ``"auto"`` takes
-        ``"lapack"`` on the CPU for ``n >= 192`` and ``k <= 0.2 n``, else
+        ``"lapack"`` on the CPU for ``n >= 192`` and ``k <= 0.1 n``, else
         ``"dense"``. Operators (sparse, matrix-free): the iterative solvers
         ``"arpack"``, ``"primme"``, ``"lobpcg"`` where available, or
         ``"dense"``/``"lapack"`` on the materialized matrix; ``"auto"``
