@@ -206,7 +206,7 @@ def bench_crossover(args):
         fwd_bwd(A0, W0, 4, s)
     reps = max(args.repeats, 5)
 
-    sizes = [16, 32, 64, 96, 128, 160, 192, 256, 384, 512]
+    sizes = [32, 64, 128, 160, 192, 256, 320, 384, 512, 768, 1024]
     rows = []
     for n in sizes:
         A, W = symmetric_problem(n, args.seed, torch.float64)
@@ -217,9 +217,9 @@ def bench_crossover(args):
     print(table(["n", "k", "dense ms", "lapack ms", "lapack/dense"], rows, args.markdown))
 
     rows = []
-    for n in (256, 1000):
+    for n in (256, 1000, 2000):
         A, W = symmetric_problem(n, args.seed, torch.float64)
-        for frac in (0.05, 0.1, 0.2, 0.3, 0.5):
+        for frac in (0.02, 0.05, 0.1, 0.2, 0.3):
             k = max(1, int(frac * n))
             r = 3 if n >= 1000 else reps
             td, tl = pair(A, W, k, r)
