@@ -20,7 +20,16 @@ from ._checks import check_existence
 from ._clusters import cluster_mask
 from ._forward import checked_symmetric, solve_with_guards
 from ._formulas import jvp_terms, sym, vjp_terms
-from ._second_order import degenerate_clusters, degenerate_guard, differentiable_jvp, differentiable_vjp
+from ._degenerate import DegenerateVJP, check_existence_batch, cluster_frames, whole_clusters
+from ._second_order import (
+    DenseKernel,
+    degenerate_clusters,
+    degenerate_guard,
+    dense_cluster_tangent,
+    describe,
+    differentiable_jvp,
+    differentiable_vjp,
+)
 from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
@@ -103,10 +112,17 @@ class DenseEig(torch.autograd.Function):
         if torch.is_grad_enabled() and ctx.opts.broadening is None:
             # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md, "Second order")
             degenerate = degenerate_clusters(labels, k)
+            rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
             if not degenerate:
-                rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
                 gA, gB = differentiable_vjp(L, X, A, B, gL, gX, atol, ctx.factory, rtol, handle)
                 return gA, gB, None, None, None, None
+            if whole_clusters(degenerate, k):
+                # exact second order at repeated eigenvalues, forward-over-reverse (_degenerate.py)
+                check_existence_batch(degenerate, labels)
+                D = cluster_mask(labels[..., :k])
+                kernel = DenseKernel(degenerate, describe(degenerate, LE), ctx.factory, rtol, ctx.opts, LE.dtype)
+                gA, *gB = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, A, B, *handle)
+                return gA, (gB[0] if gB else None), None, None, None, None
             mark = degenerate_guard(degenerate, LE)
         else:
             mark = _first_order
@@ -139,7 +155,12 @@ class DenseEig(torch.autograd.Function):
         AdX = sym(dA) @ XE if dA is not None else torch.zeros_like(XE)
         BdX = sym(dB) @ XE if dB is not None else None
         Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, broadening=ctx.opts.broadening)
-        Ld = mark(Ld[..., :k], A, B)
+        Ld = Ld[..., :k]
+        found = [c for c in degenerate_clusters(labels, k) if max(c[1]) < k]
+        if found:  # inside a cluster: the slopes μ (eigenvalues of X_gᵀ (A' - λ B') X_g), _degenerate.py
+            check_existence_batch(found, labels)
+            Ld, _ = cluster_frames(dense_cluster_tangent(L, X, dA, dB), found, k)
+        Ld = mark(Ld, A, B)
         Xd = mark(Xd[..., :, :k], A, B)
         return (Ld, Xd) + (None,) * (N_AUX + len(handle))
 

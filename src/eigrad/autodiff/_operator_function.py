@@ -29,8 +29,15 @@ from ._clusters import cluster_mask
 from ._dense_function import _pad
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, vjp_terms
-from ._operator_second_order import OpSolveInfo, operator_differentiable_jvp, operator_differentiable_vjp
-from ._second_order import degenerate_clusters, degenerate_guard
+from ._degenerate import DegenerateVJP, cluster_frames, whole_clusters
+from ._operator_second_order import (
+    OperatorKernel,
+    OpSolveInfo,
+    operator_cluster_tangent,
+    operator_differentiable_jvp,
+    operator_differentiable_vjp,
+)
+from ._second_order import degenerate_clusters, degenerate_guard, describe
 from ._solve_fn import ShiftedSolve, first_order_only
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
@@ -236,6 +243,19 @@ class OperatorEig(torch.autograd.Function):
                 grads = operator_differentiable_vjp(L, X, Z, Lz, attached, info, gL, gX, atol, handle,
                                                     need_A, need_B)
                 return (None, *[g if nd else None for g, nd in zip(grads, needs)])
+            degenerate = degenerate_clusters(labels, k)
+            if whole_clusters(degenerate, k):
+                # exact second order at repeated eigenvalues, forward-over-reverse (_degenerate.py)
+                positions = [i for i, (t, nd) in enumerate(zip(attached, needs)) if nd and t.is_floating_point()
+                             and (need_A if i < n_A else need_B)]
+                kernel = OperatorKernel(info, degenerate, describe(degenerate, LE), need_A, need_B, ctx.opts,
+                                        LE.dtype, positions)
+                D = cluster_mask(labels[..., :k])
+                out = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, *attached, Z, Lz, *handle)
+                grads = [None] * len(attached)
+                for i, g in zip(positions, out):
+                    grads[i] = g
+                return (None, *grads)
             mark = guard
         D = cluster_mask(labels)
         solve = OperatorEig._solve(ctx, LE, XE, D, atol, handle)
@@ -281,7 +301,12 @@ class OperatorEig(torch.autograd.Function):
         AdX = _pad(ctx.spec_A.rebuild(tensors[:n_A]).tangent_matmat(dA, X_k), m, -1) if has_dA else torch.zeros_like(XE)
         BdX = _pad(ctx.spec_B.rebuild(tensors[n_A:]).tangent_matmat(dB, X_k), m, -1) if has_dB else None
         Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve)
-        return (mark(Ld[..., :k]), mark(Xd[..., :, :k])) + (None,) * (N_AUX + ctx.n_handle)
+        Ld = Ld[..., :k]
+        found = [c for c in degenerate_clusters(labels, k) if max(c[1]) < k]
+        if found:  # inside a cluster: the slopes μ (eigenvalues of X_gᵀ (A' - λ B') X_g), _degenerate.py
+            L, X, _, _, attached, info = OperatorEig._second_order(ctx, ctx.saved_tensors, LE, XE, atol, handle)
+            Ld, _ = cluster_frames(operator_cluster_tangent(L, X, attached, info, dtensors), found, k)
+        return (mark(Ld), mark(Xd[..., :, :k])) + (None,) * (N_AUX + ctx.n_handle)
 
     @staticmethod
     def vmap(info, in_dims, cfg, *tensors):

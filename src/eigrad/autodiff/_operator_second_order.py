@@ -31,7 +31,7 @@ import torch
 
 from ..operators import DenseOperator, OperatorSpec
 from ..operators._sparse import SparseOperator
-from ._formulas import jvp_terms, vjp_terms
+from ._formulas import jvp_terms, sym, vjp_terms
 from ._second_order import ForwardOnce
 
 
@@ -193,11 +193,12 @@ def _float_tensors(tensors):
     return [t for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
 
 
-def _setup(L, X, Z, Lz, tensors, info, atol, handle):
+def _setup(L, X, Z, Lz, tensors, info, atol, handle, D=None):
     A, B = info.rebuild(tensors)
     BX = _apply_B(B, X)  # differentiable in φ and X
     k = X.shape[-1]
-    D = torch.eye(k, dtype=torch.bool, device=X.device)
+    if D is None:
+        D = torch.eye(k, dtype=torch.bool, device=X.device)
 
     def solve(R, shifts):
         return OperatorProjectedSolve.apply(R, shifts, X, Z, Lz, atol, info, *tensors, *handle)
@@ -205,16 +206,17 @@ def _setup(L, X, Z, Lz, tensors, info, atol, handle):
     return A, B, BX, D, solve
 
 
-def operator_differentiable_vjp(L, X, Z, Lz, tensors, info, Lbar, Xbar, atol, handle, need_A, need_B):
+def operator_differentiable_vjp(L, X, Z, Lz, tensors, info, Lbar, Xbar, atol, handle, need_A, need_B, D=None):
     """MATH.md reverse mode from differentiable operations, for operators.
 
     ``L`` (k,), ``X`` (n,k) the Function's own outputs, ``tensors`` its
     inputs (attached to the graph), ``Z``, ``Lz`` the guard pairs. Returns
     the gradients of ``tensors`` (``θ̄ = A.bilinear_vjp(L_A, X)``,
-    ``φ̄ = B.bilinear_vjp(L_B, X)``), differentiable again. Simple spectra
-    only (``D = I``).
+    ``φ̄ = B.bilinear_vjp(L_B, X)``), differentiable again. ``D`` the
+    cluster mask (default ``I``: simple spectra; at repeated eigenvalues
+    :class:`~eigrad.autodiff._degenerate.DegenerateVJP` differentiates it).
     """
-    A, B, BX, D, solve = _setup(L, X, Z, Lz, tensors, info, atol, handle)
+    A, B, BX, D, solve = _setup(L, X, Z, Lz, tensors, info, atol, handle, D)
     LA, LB = vjp_terms(L, X, BX, D, Lbar, Xbar, solve, need_B=need_B and B is not None)
     grads = [None] * info.n_tensors
     if need_A:  # θ̄ = ∂/∂θ <L_A, A(θ) X>
@@ -240,3 +242,40 @@ def operator_differentiable_jvp(L, X, Z, Lz, tensors, info, dtensors, atol, hand
     for x in _float_tensors(tensors):  # where a nested forward derivative would arrive: raise there
         Ld, Xd = Ld + ForwardOnce.apply(x), Xd + ForwardOnce.apply(x)
     return Ld, Xd
+
+
+def operator_cluster_tangent(L, X, tensors, info, dtensors):
+    """``sym(Xᵀ (A' X - B' X Λ))`` (k,k) by one JVP of each product; inside a cluster ``X_gᵀ (A' - λ B') X_g``."""
+    A, B = info.rebuild(tensors)
+    dA, dB = dtensors[: info.n_A], dtensors[info.n_A : info.n_tensors]
+    V = A.tangent_matmat(dA, X) if any(d is not None for d in dA) else torch.zeros_like(X)
+    if B is not None and any(d is not None for d in dB):
+        V = V - B.tangent_matmat(dB, X) * L.unsqueeze(-2)
+    return sym(_mT(X) @ V)
+
+
+class OperatorKernel:
+    """What :class:`~eigrad.autodiff._degenerate.DegenerateVJP` needs for operators.
+
+    Its tensors are the operator tensors then the guard pairs ``Z``, ``Lz``;
+    its outputs the gradients of the floating tensors that need one
+    (``positions``).
+    """
+
+    def __init__(self, info, found, where, need_A, need_B, opts, dtype, positions):
+        self.info, self.found, self.where = info, found, where
+        self.n_tensors = info.n_tensors + 2
+        self.need_A, self.need_B = need_A, need_B
+        self.positions = positions
+        self.gauge = opts.gauge
+        self.check_rtol = opts.resolved_check_rtol(dtype)
+        self.tie_rtol = opts.resolved_degen(dtype, 1.0)[1]
+
+    def vjp(self, L, X, Lbar, Xbar, D, atol, tensors, handle):
+        ops, (Z, Lz) = tensors[: self.info.n_tensors], tensors[self.info.n_tensors :]
+        grads = operator_differentiable_vjp(L, X, Z, Lz, ops, self.info, Lbar, Xbar, atol, handle,
+                                            self.need_A, self.need_B, D=D)
+        return tuple(grads[i] for i in self.positions)
+
+    def cluster_tangent(self, L, X, tensors, dtensors):
+        return operator_cluster_tangent(L, X, tensors[: self.info.n_tensors], self.info, dtensors)

@@ -139,20 +139,23 @@ class ProjectedSolve(torch.autograd.Function):
         return ProjectedSolve.apply(*args, factory, rtol, *hs), 0
 
 
-def differentiable_vjp(L, X, A, B, Lbar, Xbar, atol, factory, rtol, handle):
+def differentiable_vjp(L, X, A, B, Lbar, Xbar, atol, factory, rtol, handle, D=None):
     """MATH.md reverse mode from differentiable operations; returns ``(Ā, B̄)`` (``B̄`` None without B).
 
     ``L`` (*b,k), ``X`` (*b,n,k) are the eigen-Function's own outputs (saved
     outputs are attached to the graph), ``A``, ``B`` its inputs, so the result
-    can be differentiated again. Only for points where every computed
-    cluster is simple (``D = I``); the projected solves are against all k
-    columns, the pairs among them coupled exactly by ``1/(λ_i - λ_j)``.
+    can be differentiated again. The projected solves are against all k
+    columns, the pairs among them coupled exactly by ``1/(λ_i - λ_j)``
+    outside the cluster mask ``D`` (default ``I``: every cluster simple; at
+    repeated eigenvalues :class:`~eigrad.autodiff._degenerate.DegenerateVJP`
+    differentiates it in the adapted frame).
     """
     As = sym(A)
     Bs = None if B is None else sym(B)
     BX = _mm(Bs, X)
     k = X.shape[-1]
-    D = torch.eye(k, dtype=torch.bool, device=X.device).expand(*L.shape[:-1], k, k)
+    if D is None:
+        D = torch.eye(k, dtype=torch.bool, device=X.device).expand(*L.shape[:-1], k, k)
 
     def solve(R, shifts):
         return ProjectedSolve.apply(R, shifts, X, As, Bs, atol, factory, rtol, *handle)
@@ -161,6 +164,35 @@ def differentiable_vjp(L, X, A, B, Lbar, Xbar, atol, factory, rtol, handle):
     gA = sym(LA @ _mT(X))  # Ā = sym(L_A Xᵀ)
     gB = None if B is None else sym(LB @ _mT(X))  # B̄ = sym(L_B Xᵀ)
     return gA, gB
+
+
+def dense_cluster_tangent(L, X, dA, dB):
+    """``sym(Xᵀ (A' X - B' X Λ))`` (*b,k,k): inside a cluster, its reduced tangent ``X_gᵀ (A' - λ B') X_g``."""
+    V = sym(dA) @ X if dA is not None else torch.zeros_like(X)
+    if dB is not None:
+        V = V - (sym(dB) @ X) * L.unsqueeze(-2)
+    return sym(_mT(X) @ V)
+
+
+class DenseKernel:
+    """What :class:`~eigrad.autodiff._degenerate.DegenerateVJP` needs for dense ``A``, ``B``."""
+
+    n_tensors = 2
+
+    def __init__(self, found, where, factory, rtol, opts, dtype):
+        self.found, self.where = found, where
+        self.factory, self.rtol = factory, rtol
+        self.gauge = opts.gauge
+        self.check_rtol = opts.resolved_check_rtol(dtype)
+        self.tie_rtol = opts.resolved_degen(dtype, 1.0)[1]
+
+    def vjp(self, L, X, Lbar, Xbar, D, atol, tensors, handle):
+        A, B = tensors
+        gA, gB = differentiable_vjp(L, X, A, B, Lbar, Xbar, atol, self.factory, self.rtol, handle, D=D)
+        return (gA,) if B is None else (gA, gB)
+
+    def cluster_tangent(self, L, X, tensors, dtensors):
+        return dense_cluster_tangent(L, X, dtensors[0], dtensors[1] if tensors[1] is not None else None)
 
 
 def degenerate_clusters(labels, k):
@@ -178,17 +210,16 @@ def degenerate_clusters(labels, k):
 
 
 _DEGENERATE = (
-    "eigrad cannot yet differentiate its backward at a repeated eigenvalue: {where}. The first "
-    "derivative there is exact, but the second (create_graph=True, torch.func.hessian, "
-    "jacfwd(jacrev(...)), Hessian-vector products) needs degenerate perturbation theory inside the "
-    "cluster, which is not implemented (issue 4, docs/second_order.md). Use the gradient only, "
-    "or break the degeneracy (the second derivative of a loss over a repeated eigenvalue is "
-    "ill-conditioned near it), or BackwardOptions(degen_atol=..., degen_rtol=...) if the "
-    "eigenvalues are distinct but merged by the tolerance."
+    "eigrad: reverse-mode differentiation of its JVP at a repeated eigenvalue ({where}) is not "
+    "supported (jacrev(jacfwd(f)) and other reverse-over-forward compositions). There the direction of "
+    "differentiation selects the basis inside the cluster (degenerate perturbation theory), and only "
+    "forward-over-reverse sees the direction when it is needed: use torch.func.hessian(f) "
+    "(= jacfwd(jacrev(f))), torch.func.jvp(torch.func.grad(f), (x,), (v,)) for a Hessian-vector product, "
+    "or torch.autograd.forward_ad over a create_graph=True gradient. See docs/second_order.md."
 )
 
 
-def _describe(found, LE):
+def describe(found, LE):
     vals = concrete(LE).reshape(-1, LE.shape[-1])
     parts = []
     for b, pos in found[:3]:
@@ -223,7 +254,7 @@ class DegenerateGuard(torch.autograd.Function):
 
 def degenerate_guard(found, LE):
     """Like ``guard_second_order``, with a message that names the degenerate cluster(s)."""
-    message = _DEGENERATE.format(where=_describe(found, LE))
+    message = _DEGENERATE.format(where=describe(found, LE))
 
     def guard(d, *inputs):
         """``d`` marked first-order-only, plus a zero tied to every input (as in ``guard_second_order``)."""

@@ -1,0 +1,241 @@
+"""Second derivatives at exactly repeated eigenvalues (docs/second_order.md, "Exact degeneracy").
+
+At a cluster ``g`` (eigenvalue ``λ``, size ``m``, vectors ``X_g``) the
+eigenvalues along ``A + tA'``, ``B + tB'`` leave ``λ`` with the slopes ``μ``,
+the eigenvalues of the cluster's reduced tangent
+
+    T_g = X_gᵀ (A' - λ B') X_g = Q diag(μ) Qᵀ          (μ ascending),
+
+and the eigenvectors converge to the *adapted* basis ``X_g Q``, not to the
+returned ``X_g``. Two consequences, both implemented here:
+
+1. The eigenvalue JVP inside a cluster is ``μ`` (the one-sided directional
+   derivative of the sorted eigenvalues, ``t → 0⁺``), not ``diag(T_g)`` (the
+   diagonal in an arbitrary basis). :func:`cluster_frames` computes it.
+2. The derivative of the gradient (forward-over-reverse HVP) is the
+   derivative of the masked MATH.md backward evaluated in the adapted frame:
+   ``X_g → X_g Q``, ``X̄_g → X̄_g Q`` with the tangents rotated alike, the
+   eigenvalue tangent ``μ`` and the cotangent tangent ``Λ̄'`` (which the loss
+   computed from ``μ``) paired with the adapted columns. For a loss that
+   depends on each cluster's eigenvectors only through its subspace
+   (``X_gᵀ X̄_g`` symmetric for every ``Λ``), the in-cluster couplings
+   ``skew(X_gᵀ X̄_g)_ij / (λ_j - λ_i)`` of the unmasked formula vanish
+   identically along the path, so the masked formula *is* the gradient along
+   it, and its derivative there is the Hessian-vector product.
+   :class:`DegenerateVJP` does this in its ``jvp``.
+
+The rotation depends on the direction, so only forward-over-reverse can use
+it (the direction is known when the tangent arrives); reverse-over-reverse
+raises with that advice. When ``μ`` is itself repeated, ``Q`` is not unique
+inside the repeated slopes, and the result does not depend on the choice iff
+``Λ̄'`` is uniform there (e.g. a symmetric function of the cluster's
+eigenvalues); :func:`check_second_order` reports otherwise, and when the
+loss's basis invariance changes along the direction.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .._errors import GaugeError, GaugeWarning
+from ._checks import concrete
+from ._formulas import sym
+
+
+def _mT(t):
+    return t.transpose(-1, -2)
+
+
+def cluster_frames(T, found, k):
+    """Per degenerate cluster, the eigendecomposition of ``T``'s block.
+
+    ``T`` (*b, k, k) symmetric (may be vmapped), ``found`` ``[(flat batch
+    index, positions), ...]`` (:func:`degenerate_clusters`). Returns ``mu``
+    (*b, k): ``diag(T)`` with each cluster's entries replaced by its block's
+    eigenvalues, ascending (the positions are ascending, as the returned
+    eigenvalues are); and ``Q`` (*b, k, k): the identity with each cluster's
+    block replaced by the block's eigenvectors.
+    """
+    batch = T.shape[:-2]
+    Tf = T.reshape(-1, k, k)
+    eye = torch.eye(k, dtype=T.dtype, device=T.device)
+    mus, Qs = [], []
+    for b in range(Tf.shape[0]):
+        Tb = Tf[b]
+        mu, Q = torch.diagonal(Tb), eye
+        for bb, pos in found:
+            if bb != b:
+                continue
+            E = eye[:, pos]  # (k, m) selects the cluster's columns
+            blk = sym(_mT(E) @ Tb @ E)
+            w, V = torch.linalg.eigh(blk)
+            Q = Q + E @ (V - torch.eye(len(pos), dtype=T.dtype, device=T.device)) @ _mT(E)
+            mu = mu + E @ (w - torch.diagonal(blk))
+        mus.append(mu)
+        Qs.append(Q)
+    return torch.stack(mus).reshape(*batch, k), torch.stack(Qs).reshape(*batch, k, k)
+
+
+def whole_clusters(found, k):
+    """True when no degenerate cluster reaches past the k returned columns (a cut one has no derivative)."""
+    return all(max(pos) < k for _, pos in found)
+
+
+def check_existence_batch(found, labels):
+    """``found`` indexes the flattened batch of ``labels``: refuse when a vmap level hides part of it."""
+    if tuple(concrete(labels).shape) != tuple(labels.shape):
+        raise RuntimeError(
+            "eigrad: second derivatives at a repeated eigenvalue under torch.func.vmap over the matrices "
+            "are not supported; pass the batch as a leading dimension of A instead of vmapping over it."
+        )
+
+
+def _report(gauge, msg):
+    if gauge == "raise":
+        raise GaugeError(msg)
+    warnings.warn(msg, GaugeWarning, stacklevel=4)
+
+
+def check_second_order(found, mu, dLbar, X, dX, Xbar, dXbar, gauge, check_rtol, tie_rtol):
+    """Report when the Hessian-vector product of the loss does not exist at a cluster.
+
+    In the adapted frame (``mu``, ``dLbar`` per adapted column; ``X``, ``dX``,
+    ``Xbar``, ``dXbar`` in any frame): (a) inside a run of repeated slopes
+    ``μ`` the cotangent's tangent ``Λ̄'`` must be uniform (else the result
+    depends on the basis chosen inside it); (b) basis invariance must persist
+    along the direction: ``skew(X_gᵀ X̄'_g + X'_gᵀ X̄_g) = 0``.
+    """
+    if gauge == "ignore":
+        return
+    k = X.shape[-1]
+    nb = 1
+    for d in X.shape[:-2]:
+        nb *= d
+
+    def rows(t, *tail):
+        """(vmapped directions, nb, *tail) from the plain values behind ``t``."""
+        return None if t is None else concrete(t).reshape(-1, nb, *tail)
+
+    mu_c, dLbar_c = rows(mu, k), rows(dLbar, k)
+    n = X.shape[-2]
+    X_c, dX_c, Xbar_c, dXbar_c = rows(X, n, k), rows(dX, n, k), rows(Xbar, n, k), rows(dXbar, n, k)
+    problems = []
+    for b, pos in found:
+        where = f" (batch element {b})" if nb > 1 else ""
+        m = mu_c[:, b][:, pos]  # (directions, size)
+        if dLbar_c is not None:
+            lb = dLbar_c[:, b][:, pos]
+            m, lb = torch.broadcast_tensors(m, lb)
+            scale_mu = m.abs().amax(-1, keepdim=True).unsqueeze(-1)
+            ties = (m.unsqueeze(-1) - m.unsqueeze(-2)).abs() <= tie_rtol * scale_mu
+            spread = ((lb.unsqueeze(-1) - lb.unsqueeze(-2)).abs() * ties).amax(dim=(-1, -2))
+            scale = dLbar_c[:, b].abs().amax(-1)
+            rel = torch.where(scale > 0, spread / torch.where(scale > 0, scale, torch.ones_like(scale)), spread)
+            if bool((rel > check_rtol).any()):
+                problems.append(
+                    f"at the cluster at positions {pos}{where} the direction leaves eigenvalue slopes "
+                    f"repeated (μ = {', '.join(f'{v:.6g}' for v in m[0].tolist())}) while the loss's "
+                    f"eigenvalue cotangent changes unequally inside them (spread {float(rel.max()):.2e} of "
+                    f"its largest change; tolerance {check_rtol:.1e})"
+                )
+        if Xbar_c is not None and dXbar_c is not None and dX_c is not None:
+            xg, xbg = X_c[:, b][..., pos], Xbar_c[:, b][..., pos]
+            dxg, dxbg = dX_c[:, b][..., pos], dXbar_c[:, b][..., pos]
+            S = _mT(xg) @ dxbg + _mT(dxg) @ xbg  # (directions, size, size)
+            skew = 0.5 * (S - _mT(S))
+            den = xg.norm(dim=(-2, -1)) * dxbg.norm(dim=(-2, -1)) + dxg.norm(dim=(-2, -1)) * xbg.norm(dim=(-2, -1))
+            num = skew.norm(dim=(-2, -1))
+            rel = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), num)
+            if bool((rel > check_rtol).any()):
+                problems.append(
+                    f"at the cluster at positions {pos}{where} the loss's basis invariance does not persist "
+                    f"along the direction: ‖skew(X_gᵀ X̄'_g + X'_gᵀ X̄_g)‖ is {float(rel.max()):.2e} of its "
+                    f"size (tolerance {check_rtol:.1e}), so the loss depends on the eigenvectors inside the "
+                    "cluster individually"
+                )
+    if problems:
+        _report(gauge, (
+            "eigrad: the second derivative (Hessian-vector product) does not exist at a repeated "
+            "eigenvalue: " + "; ".join(problems[:3]) + ". A loss has one there when it depends on each "
+            "cluster only through a symmetric function of its eigenvalues and through its projector "
+            "X_g X_gᵀ; for a spectral function X f(Λ) Xᵀ use eigrad.funm. BackwardOptions(gauge='raise') "
+            "makes this an error, gauge='ignore' silences it."
+        ))
+
+
+_REV_OVER_REV = (
+    "eigrad: reverse-mode differentiation of its backward at a repeated eigenvalue ({where}) is not "
+    "supported (create_graph=True followed by another backward, jacrev(jacrev(f)), "
+    "torch.autograd.functional.hessian/hvp). There the direction of differentiation selects the basis "
+    "inside the cluster (degenerate perturbation theory), and only forward-over-reverse sees the "
+    "direction when it is needed: use torch.func.hessian(f) (= jacfwd(jacrev(f))), "
+    "torch.func.jvp(torch.func.grad(f), (x,), (v,)) for a Hessian-vector product, or "
+    "torch.autograd.forward_ad over a create_graph=True gradient. See docs/second_order.md."
+)
+
+
+class DegenerateVJP(torch.autograd.Function):
+    """The differentiable backward at a point with repeated eigenvalues.
+
+    ``DegenerateVJP.apply(kernel, L, X, Lbar, Xbar, D, atol, *tensors, *handle)``
+    returns the masked MATH.md gradient of ``tensors`` (a tuple). Its ``jvp``
+    is the exact derivative of the gradient (module docstring); its
+    ``backward`` raises (reverse-over-reverse). Every tensor is an input
+    (functorch levels), ``kernel`` holds no tensor.
+
+    ``kernel`` provides ``n_tensors``, ``vjp(L, X, Lbar, Xbar, D, atol,
+    tensors, handle)`` (differentiable torch operations, cluster mask ``D``),
+    ``cluster_tangent(L, X, tensors, dtensors)`` (``Xᵀ (A' X - B' X Λ)``,
+    (*b, k, k)), ``found``, ``gauge``, ``check_rtol``, ``tie_rtol`` and
+    ``where`` (a description of the clusters).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(kernel, L, X, Lbar, Xbar, D, atol, *rest):
+        tensors, handle = rest[: kernel.n_tensors], rest[kernel.n_tensors :]
+        with torch.no_grad():
+            return tuple(kernel.vjp(L, X, Lbar, Xbar, D, atol, tensors, handle))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        kernel, L, X, Lbar, Xbar, D, atol, *rest = inputs
+        ctx.kernel = kernel
+        ctx.save_for_forward(L, X, Lbar, Xbar, D, atol, *rest)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_REV_OVER_REV.format(where=ctx.kernel.where))
+
+    @staticmethod
+    def jvp(ctx, _dkernel, dL, dX, dLbar, dXbar, _dD, _datol, *drest):
+        kernel = ctx.kernel
+        L, X, Lbar, Xbar, D, atol, *rest = ctx.saved_tensors
+        tensors, handle = rest[: kernel.n_tensors], rest[kernel.n_tensors :]
+        dtensors = drest[: kernel.n_tensors]
+        k = X.shape[-1]
+        T = kernel.cluster_tangent(L, X, tensors, dtensors)  # Xᵀ (A' - λ B') X per cluster
+        mu, Q = cluster_frames(T, kernel.found, k)
+        zeros = torch.zeros_like
+        dL = mu if dL is None else dL  # μ from the eigen-Function's JVP, paired with the adapted columns
+        dX = zeros(X) if dX is None else dX
+        check_second_order(kernel.found, mu, dLbar, X, dX, Xbar, dXbar, kernel.gauge, kernel.check_rtol,
+                           kernel.tie_rtol)
+        # the adapted frame: X_g Q, X̄_g Q, their tangents alike (Λ, Λ̄ are uniform on each cluster)
+        primals = [L, X @ Q, zeros(L) if Lbar is None else Lbar, zeros(X) if Xbar is None else Xbar @ Q]
+        tangents = [dL, dX @ Q, zeros(L) if dLbar is None else dLbar, zeros(X) if dXbar is None else dXbar @ Q]
+        diff = [i for i, t in enumerate(tensors) if torch.is_tensor(t) and t.is_floating_point()]
+        primals += [tensors[i] for i in diff]
+        tangents += [zeros(tensors[i]) if dtensors[i] is None else dtensors[i] for i in diff]
+
+        def gradient(L_, X_, Lbar_, Xbar_, *floats):
+            ts = list(tensors)
+            for i, t in zip(diff, floats):
+                ts[i] = t
+            return tuple(kernel.vjp(L_, X_, Lbar_, Xbar_, D, atol, ts, handle))
+
+        _, out = torch.func.jvp(gradient, tuple(primals), tuple(tangents))
+        return out
