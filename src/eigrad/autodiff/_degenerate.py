@@ -24,9 +24,15 @@ returned ``X_g``. Two consequences, both implemented here:
    it, and its derivative there is the Hessian-vector product.
    :class:`DegenerateVJP` does this in its ``jvp``.
 
-The rotation depends on the direction, so only forward-over-reverse can use
-it (the direction is known when the tangent arrives); reverse-over-reverse
-raises with that advice. When ``μ`` is itself repeated, ``Q`` is not unique
+The rotation depends on the direction. Forward-over-reverse knows it when
+the tangent arrives. Reverse-over-reverse knows it only in the backward of
+:class:`DegenerateVJP` (the direction is the cotangent of the gradient), and
+the eigen-Function's own backward, which runs later in the same pass, needs
+it too: the eigen-Functions have one more output, the *frame channel* ``F``
+(zeros, never used by a loss), which :class:`DegenerateVJP` takes as an
+input; its cotangent is ``[Q | μ]``, so autograd delivers the frame to the
+eigen-Function's backward together with the cotangents of ``Λ`` and ``X``
+(:func:`adapted_frame`). When ``μ`` is itself repeated, ``Q`` is not unique
 inside the repeated slopes, and the result does not depend on the choice iff
 ``Λ̄'`` is uniform there (e.g. a symmetric function of the cluster's
 eigenvalues); :func:`check_second_order` reports otherwise, and when the
@@ -42,6 +48,7 @@ import torch
 from .._errors import GaugeError, GaugeWarning
 from ._checks import concrete
 from ._formulas import sym
+from ._second_order import degenerate_clusters
 
 
 def _mT(t):
@@ -165,53 +172,81 @@ def check_second_order(found, mu, dLbar, X, dX, Xbar, dXbar, gauge, check_rtol, 
         ))
 
 
-_REV_OVER_REV = (
-    "eigrad: reverse-mode differentiation of its backward at a repeated eigenvalue ({where}) is not "
-    "supported (create_graph=True followed by another backward, jacrev(jacrev(f)), "
-    "torch.autograd.functional.hessian/hvp). There the direction of differentiation selects the basis "
-    "inside the cluster (degenerate perturbation theory), and only forward-over-reverse sees the "
-    "direction when it is needed: use torch.func.hessian(f) (= jacfwd(jacrev(f))), "
-    "torch.func.jvp(torch.func.grad(f), (x,), (v,)) for a Hessian-vector product, or "
-    "torch.autograd.forward_ad over a create_graph=True gradient. See docs/second_order.md."
-)
-
 
 class DegenerateVJP(torch.autograd.Function):
     """The differentiable backward at a point with repeated eigenvalues.
 
-    ``DegenerateVJP.apply(kernel, L, X, Lbar, Xbar, D, atol, *tensors, *handle)``
+    ``DegenerateVJP.apply(kernel, L, X, Lbar, Xbar, D, atol, F, *tensors, *handle)``
     returns the masked MATH.md gradient of ``tensors`` (a tuple). Its ``jvp``
-    is the exact derivative of the gradient (module docstring); its
-    ``backward`` raises (reverse-over-reverse). Every tensor is an input
-    (functorch levels), ``kernel`` holds no tensor.
+    and its ``backward`` are the exact derivative of the gradient (module
+    docstring) in forward and in reverse mode; ``F`` is the eigen-Function's
+    frame channel. Every tensor is an input (functorch levels), ``kernel``
+    holds no tensor.
 
     ``kernel`` provides ``n_tensors``, ``vjp(L, X, Lbar, Xbar, D, atol,
     tensors, handle)`` (differentiable torch operations, cluster mask ``D``),
     ``cluster_tangent(L, X, tensors, dtensors)`` (``Xᵀ (A' X - B' X Λ)``,
-    (*b, k, k)), ``found``, ``gauge``, ``check_rtol``, ``tie_rtol`` and
-    ``where`` (a description of the clusters).
+    (*b, k, k)), ``frame_tangent(L, X, D, atol, tensors, handle, dtensors)``
+    (``X'``, MATH.md forward mode), ``directions(tensors, gouts)`` (the
+    direction of a reverse-over-reverse pass, per tensor), ``place(tensors,
+    outs)`` (the outputs as cotangents of ``tensors``), ``found``, ``gauge``,
+    ``check_rtol``, ``tie_rtol`` and ``where`` (a description of the clusters).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(kernel, L, X, Lbar, Xbar, D, atol, *rest):
+    def forward(kernel, L, X, Lbar, Xbar, D, atol, F, *rest):
         tensors, handle = rest[: kernel.n_tensors], rest[kernel.n_tensors :]
         with torch.no_grad():
             return tuple(kernel.vjp(L, X, Lbar, Xbar, D, atol, tensors, handle))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        kernel, L, X, Lbar, Xbar, D, atol, *rest = inputs
+        kernel, L, X, Lbar, Xbar, D, atol, F, *rest = inputs
         ctx.kernel = kernel
         ctx.save_for_forward(L, X, Lbar, Xbar, D, atol, *rest)
+        ctx.save_for_backward(L, X, Lbar, Xbar, D, atol, *rest)
 
     @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(_REV_OVER_REV.format(where=ctx.kernel.where))
+    def backward(ctx, *gouts):
+        # Reverse-over-reverse: the direction V is the cotangent of the gradient. The Hessian splits
+        # into the loss's part Jᵀ ℓ'' J (symmetric: autograd's reverse pass through the loss is
+        # right, given J V in the adapted frame and the frame for the eigen-Function's backward) and
+        # the curvature of the eigendecomposition, K. The frozen-frame K is not symmetric, so K V
+        # is computed here in forward mode, exactly as in jvp, and returned as the cotangent of
+        # the tensors; nothing flows back through L, X directly.
+        kernel = ctx.kernel
+        L, X, Lbar, Xbar, D, atol, *rest = ctx.saved_tensors
+        tensors, handle = rest[: kernel.n_tensors], rest[kernel.n_tensors :]
+        k = X.shape[-1]
+        directions = kernel.directions(tensors, gouts)
+        T = kernel.cluster_tangent(L, X, tensors, directions)
+        mu, Q = cluster_frames(T, kernel.found, k)
+        dX = kernel.frame_tangent(L, X, D, atol, tensors, handle, directions)  # X' along V (MATH.md JVP)
+        zeros = torch.zeros_like
+        primals = [L, X @ Q, zeros(L) if Lbar is None else Lbar, zeros(X) if Xbar is None else Xbar @ Q]
+        tangents = [mu, dX @ Q, zeros(L), zeros(X)]
+        diff = [i for i, t in enumerate(tensors) if torch.is_tensor(t) and t.is_floating_point()]
+        primals += [tensors[i] for i in diff]
+        tangents += [zeros(tensors[i]) if directions[i] is None else directions[i] for i in diff]
+
+        def gradient(L_, X_, Lbar_, Xbar_, *floats):
+            ts = list(tensors)
+            for i, t in zip(diff, floats):
+                ts[i] = t
+            return tuple(kernel.vjp(L_, X_, Lbar_, Xbar_, D, atol, ts, handle))
+
+        _, KV = torch.func.jvp(gradient, tuple(primals), tuple(tangents))
+        gtensors = kernel.place(tensors, KV)
+        gF = torch.cat([Q, mu.unsqueeze(-1)], dim=-1)  # the frame, for the eigen-Function's backward
+        # J V, paired with the adapted columns: the loss's reverse pass applies ℓ'' to it
+        gLbar = mu if Lbar is not None else None
+        gXbar = dX if Xbar is not None else None
+        return (None, None, None, gLbar, gXbar, None, None, gF, *gtensors, *(None,) * len(handle))
 
     @staticmethod
-    def jvp(ctx, _dkernel, dL, dX, dLbar, dXbar, _dD, _datol, *drest):
+    def jvp(ctx, _dkernel, dL, dX, dLbar, dXbar, _dD, _datol, _dF, *drest):
         kernel = ctx.kernel
         L, X, Lbar, Xbar, D, atol, *rest = ctx.saved_tensors
         tensors, handle = rest[: kernel.n_tensors], rest[kernel.n_tensors :]
@@ -239,3 +274,32 @@ class DegenerateVJP(torch.autograd.Function):
 
         _, out = torch.func.jvp(gradient, tuple(primals), tuple(tangents))
         return out
+
+
+def adapted_frame(gF, XE, BXE, gL, gX, labels, opts):
+    """The eigen-Function's columns and ``X`` cotangent in the frame ``[Q | μ] = gF`` (reverse-over-reverse).
+
+    ``XE``, ``BXE`` (*b, n, K): the first k columns rotated by ``Q``; ``gX``
+    (*b, n, k) likewise. ``gL`` stays: it is already paired with the adapted
+    columns. Checks that one frame arrived (``Q`` orthogonal: two
+    second-order paths through one decomposition would add two frames) and
+    that ``gL`` is uniform where the slopes ``μ`` repeat.
+    """
+    k = gF.shape[-2]
+    Q, mu = gF[..., :k], gF[..., k]
+    err = concrete(_mT(Q) @ Q - torch.eye(k, dtype=Q.dtype, device=Q.device)).abs().max()
+    if float(err) > 1e-6:
+        raise RuntimeError(
+            "eigrad: several second-order paths meet at one eigendecomposition at a repeated eigenvalue "
+            "(e.g. two create_graph=True gradients through the same eigsh call differentiated together); "
+            "this is not supported. Compute each second derivative from its own eigsh call, or use "
+            "forward-over-reverse (torch.func.hessian, torch.func.jvp(torch.func.grad(f), ...))."
+        )
+    found = degenerate_clusters(labels, k)
+    check_second_order(found, mu, gL, XE[..., :k], None, None, None, opts.gauge,
+                       opts.resolved_check_rtol(XE.dtype), opts.resolved_degen(XE.dtype, 1.0)[1])
+
+    def rot(Y):
+        return torch.cat([Y[..., :k] @ Q, Y[..., k:]], dim=-1)
+
+    return rot(XE), rot(BXE), (None if gX is None else gX @ Q)

@@ -20,7 +20,7 @@ from ._checks import check_existence
 from ._clusters import cluster_mask
 from ._forward import checked_symmetric, solve_with_guards
 from ._formulas import jvp_terms, sym, vjp_terms
-from ._degenerate import DegenerateVJP, check_existence_batch, cluster_frames, whole_clusters
+from ._degenerate import DegenerateVJP, adapted_frame, check_existence_batch, cluster_frames, whole_clusters
 from ._second_order import (
     DenseKernel,
     degenerate_clusters,
@@ -68,18 +68,21 @@ class DenseEig(torch.autograd.Function):
             # fresh outputs: solvers return slices, and forward-mode AD (torch.autograd.forward_ad,
             # gradcheck(check_forward_ad=True)) rejects a view output whose tangent has another layout
             L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
-        return (L, X, LE, XE, labels, cut, BXE, atol, *sol.handle.tensors)
+            # the frame channel: never used by a loss; in a reverse-over-reverse pass at a repeated
+            # eigenvalue its cotangent carries the adapted frame [Q | μ] (_degenerate.py)
+            F = L.new_zeros((*L.shape, k + 1))
+        return (L, X, LE, XE, labels, cut, BXE, atol, *sol.handle.tensors, F)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         A, B, k, largest, solver, opts = inputs
-        aux = output[2:]
+        aux = output[2:-1]
         ctx.mark_non_differentiable(*aux)
         ctx.set_materialize_grads(False)
         # A and B too: the derivatives are tied to them so that a second derivative raises
         # the outputs L, X too: a differentiable backward (create_graph) re-enters this Function through them
-        ctx.save_for_backward(*aux, A, B, output[0], output[1])
-        ctx.save_for_forward(*aux, A, B, output[0], output[1])
+        ctx.save_for_backward(*aux, A, B, output[0], output[1], output[-1])
+        ctx.save_for_forward(*aux, A, B, output[0], output[1], output[-1])
         ctx.k, ctx.largest, ctx.opts = k, largest, opts
         ctx.factory = solver.handle_factory
         ctx.has_B = B is not None
@@ -98,18 +101,22 @@ class DenseEig(torch.autograd.Function):
         return solve
 
     @staticmethod
-    def backward(ctx, gL, gX, *_):
-        LE, XE, labels, cut, BXE, atol, *handle, A, B, L, X = ctx.saved_tensors
+    def backward(ctx, gL, gX, *rest):
+        LE, XE, labels, cut, BXE, atol, *handle, A, B, L, X, F = ctx.saved_tensors
         if gL is None and gX is None:
             return None, None, None, None, None, None
         k = ctx.k
         m = LE.shape[-1] - k
+        gF = rest[-1]
+        if gF is not None:  # reverse-over-reverse at a repeated eigenvalue: the adapted frame (_degenerate.py)
+            XE, BXE, gX = adapted_frame(gF, XE, BXE, gL, gX, labels, ctx.opts)
         Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
-        check_existence(
-            L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
-            gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
-        )
-        if torch.is_grad_enabled() and ctx.opts.broadening is None:
+        if gF is None:  # a second-order cotangent is no loss's: adapted_frame checked what applies to it
+            check_existence(
+                L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
+                gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
+            )
+        if torch.is_grad_enabled() and ctx.opts.broadening is None and gF is None:
             # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md, "Second order")
             degenerate = degenerate_clusters(labels, k)
             rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
@@ -121,7 +128,7 @@ class DenseEig(torch.autograd.Function):
                 check_existence_batch(degenerate, labels)
                 D = cluster_mask(labels[..., :k])
                 kernel = DenseKernel(degenerate, describe(degenerate, LE), ctx.factory, rtol, ctx.opts, LE.dtype)
-                gA, *gB = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, A, B, *handle)
+                gA, *gB = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, F, A, B, *handle)
                 return gA, (gB[0] if gB else None), None, None, None, None
             mark = degenerate_guard(degenerate, LE)
         else:
@@ -137,10 +144,10 @@ class DenseEig(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, dA, dB, *_):
-        LE, XE, labels, cut, BXE, atol, *handle, A, B, L, X = ctx.saved_tensors
+        LE, XE, labels, cut, BXE, atol, *handle, A, B, L, X, F = ctx.saved_tensors
         k = ctx.k
         if dA is None and dB is None:
-            return (None,) * (2 + N_AUX + len(handle))
+            return (None,) * (3 + N_AUX + len(handle))
         mark = _first_order
         if ctx.opts.broadening is None:
             # a JVP that reverse mode can differentiate (jacrev(jacfwd(f))); MATH.md, "Second order"
@@ -148,7 +155,7 @@ class DenseEig(torch.autograd.Function):
             if not degenerate:
                 rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
                 Ld, Xd = differentiable_jvp(L, X, A, B, dA, dB, atol, ctx.factory, rtol, handle)
-                return (Ld, Xd) + (None,) * (N_AUX + len(handle))
+                return (Ld, Xd) + (None,) * (N_AUX + len(handle)) + (torch.zeros_like(F),)
             mark = degenerate_guard(degenerate, LE)
         D = cluster_mask(labels)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
@@ -162,7 +169,7 @@ class DenseEig(torch.autograd.Function):
             Ld, _ = cluster_frames(dense_cluster_tangent(L, X, dA, dB), found, k)
         Ld = mark(Ld, A, B)
         Xd = mark(Xd[..., :, :k], A, B)
-        return (Ld, Xd) + (None,) * (N_AUX + len(handle))
+        return (Ld, Xd) + (None,) * (N_AUX + len(handle)) + (torch.zeros_like(F),)
 
     @staticmethod
     def vmap(info, in_dims, A, B, k, largest, solver, opts):

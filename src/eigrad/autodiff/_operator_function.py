@@ -29,7 +29,7 @@ from ._clusters import cluster_mask
 from ._dense_function import _pad
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, vjp_terms
-from ._degenerate import DegenerateVJP, cluster_frames, whole_clusters
+from ._degenerate import DegenerateVJP, adapted_frame, cluster_frames, whole_clusters
 from ._operator_second_order import (
     OperatorKernel,
     OpSolveInfo,
@@ -159,17 +159,18 @@ class OperatorEig(torch.autograd.Function):
         # fresh outputs: solvers return slices, and forward-mode AD (gradcheck(check_forward_ad=True),
         # gradgradcheck(check_fwd_over_rev=True)) rejects a view output whose tangent has another layout
         L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
-        return (L, X, LE, XE, labels, cut, BXE, atol, *handle)
+        F = L.new_zeros((*L.shape, cfg.k + 1))  # the frame channel (_degenerate.py)
+        return (L, X, LE, XE, labels, cut, BXE, atol, *handle, F)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         cfg, *tensors = inputs
-        aux = output[2:]
+        aux = output[2:-1]
         ctx.mark_non_differentiable(*aux)
         ctx.set_materialize_grads(False)
         # the outputs L, X too: a differentiable backward (create_graph) re-enters this Function through them
-        ctx.save_for_backward(*aux, *tensors, output[0], output[1])
-        ctx.save_for_forward(*aux, *tensors, output[0], output[1])
+        ctx.save_for_backward(*aux, *tensors, output[0], output[1], output[-1])
+        ctx.save_for_forward(*aux, *tensors, output[0], output[1], output[-1])
         ctx.k, ctx.largest, ctx.opts = cfg.k, cfg.largest, cfg.opts
         ctx.spec_A, ctx.n_A, ctx.spec_B = cfg.spec_A, cfg.n_A, cfg.spec_B
         ctx.n_handle = len(aux) - N_AUX
@@ -180,7 +181,7 @@ class OperatorEig(torch.autograd.Function):
     def _unpack(ctx, saved):
         LE, XE, labels, cut, BXE, atol = saved[:N_AUX]
         handle = saved[N_AUX : N_AUX + ctx.n_handle]
-        tensors = [t.detach() for t in saved[N_AUX + ctx.n_handle : -2]]
+        tensors = [t.detach() for t in saved[N_AUX + ctx.n_handle : -3]]
         handle = backward_handle(handle, tensors, LE)
         return LE, XE, labels, cut, BXE, atol, tuple(handle), tensors
 
@@ -189,8 +190,8 @@ class OperatorEig(torch.autograd.Function):
         """What the differentiable backward/jvp need: ``(L, X, Z, Lz, tensors, info)``, the
         outputs and input tensors attached to the graph, the guards ``Z``, ``Lz`` constant."""
         k = ctx.k
-        tensors = tuple(saved[N_AUX + ctx.n_handle : -2])
-        L, X = saved[-2], saved[-1]
+        tensors = tuple(saved[N_AUX + ctx.n_handle : -3])
+        L, X = saved[-3], saved[-2]
         rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
         info = OpSolveInfo(ctx.factory, rtol, ctx.spec_A, ctx.n_A, ctx.spec_B, len(tensors))
         return L, X, XE[..., k:], LE[..., k:], tensors, info
@@ -215,7 +216,7 @@ class OperatorEig(torch.autograd.Function):
         return solve
 
     @staticmethod
-    def backward(ctx, gL, gX, *_):
+    def backward(ctx, gL, gX, *rest):
         LE, XE, labels, cut, BXE, atol, handle, tensors = OperatorEig._unpack(ctx, ctx.saved_tensors)
         n_A = ctx.n_A
         needs = ctx.needs_input_grad[1:]
@@ -224,16 +225,20 @@ class OperatorEig(torch.autograd.Function):
             return none
         k = ctx.k
         m = LE.shape[-1] - k
+        gF = rest[-1]
+        if gF is not None:  # reverse-over-reverse at a repeated eigenvalue: the adapted frame (_degenerate.py)
+            XE, BXE, gX = adapted_frame(gF, XE, BXE, gL, gX, labels, ctx.opts)
         Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
-        check_existence(
-            L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
-            gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
-        )
+        if gF is None:  # a second-order cotangent is no loss's: adapted_frame checked what applies to it
+            check_existence(
+                L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
+                gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
+            )
         need_A, need_B = any(needs[:n_A]), ctx.spec_B is not None and any(needs[n_A:])
         if not (need_A or need_B):
             return none
         mark = first_order_only
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and gF is None:
             # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md,
             # "Second order"); with grad mode off, the first-order path below is unchanged
             saved = ctx.saved_tensors
@@ -251,7 +256,7 @@ class OperatorEig(torch.autograd.Function):
                 kernel = OperatorKernel(info, degenerate, describe(degenerate, LE), need_A, need_B, ctx.opts,
                                         LE.dtype, positions)
                 D = cluster_mask(labels[..., :k])
-                out = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, *attached, Z, Lz, *handle)
+                out = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, saved[-1], *attached, Z, Lz, *handle)
                 grads = [None] * len(attached)
                 for i, g in zip(positions, out):
                     grads[i] = g
@@ -280,7 +285,7 @@ class OperatorEig(torch.autograd.Function):
         has_dA = any(d is not None for d in dA)
         has_dB = ctx.spec_B is not None and any(d is not None for d in dB)
         if not (has_dA or has_dB):
-            return (None, None) + (None,) * (N_AUX + ctx.n_handle)
+            return (None, None) + (None,) * (N_AUX + ctx.n_handle + 1)
         mark = first_order_only
         if torch.is_grad_enabled():
             # a JVP that reverse mode can differentiate (jacrev(jacfwd(f))); MATH.md, "Second order"
@@ -289,7 +294,7 @@ class OperatorEig(torch.autograd.Function):
             guard = OperatorEig._mark(ctx, labels, LE, attached)
             if guard is None:
                 Ld, Xd = operator_differentiable_jvp(L, X, Z, Lz, attached, info, dtensors, atol, handle)
-                return (Ld, Xd) + (None,) * (N_AUX + ctx.n_handle)
+                return (Ld, Xd) + (None,) * (N_AUX + ctx.n_handle) + (torch.zeros_like(ctx.saved_tensors[-1]),)
             mark = guard
         D = cluster_mask(labels)
         solve = OperatorEig._solve(ctx, LE, XE, D, atol, handle)
@@ -306,7 +311,8 @@ class OperatorEig(torch.autograd.Function):
         if found:  # inside a cluster: the slopes μ (eigenvalues of X_gᵀ (A' - λ B') X_g), _degenerate.py
             L, X, _, _, attached, info = OperatorEig._second_order(ctx, ctx.saved_tensors, LE, XE, atol, handle)
             Ld, _ = cluster_frames(operator_cluster_tangent(L, X, attached, info, dtensors), found, k)
-        return (mark(Ld), mark(Xd[..., :, :k])) + (None,) * (N_AUX + ctx.n_handle)
+        return (mark(Ld), mark(Xd[..., :, :k])) + (None,) * (N_AUX + ctx.n_handle) + (
+            torch.zeros_like(ctx.saved_tensors[-1]),)
 
     @staticmethod
     def vmap(info, in_dims, cfg, *tensors):

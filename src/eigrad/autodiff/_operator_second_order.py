@@ -279,3 +279,22 @@ class OperatorKernel:
 
     def cluster_tangent(self, L, X, tensors, dtensors):
         return operator_cluster_tangent(L, X, tensors[: self.info.n_tensors], self.info, dtensors)
+
+    def directions(self, tensors, gouts):
+        """The direction in the operator tensors of a reverse-over-reverse pass: the cotangents of their gradients."""
+        d = [None] * len(tensors)
+        for i, g in zip(self.positions, gouts):
+            d[i] = g
+        return d
+
+    def place(self, tensors, outs):
+        return tuple(outs[i] if i in self.positions else None for i in range(len(tensors)))
+
+    def frame_tangent(self, L, X, D, atol, tensors, handle, dtensors):
+        """``X'`` of MATH.md forward mode (cluster mask ``D``) along the tensors' tangents."""
+        ops, (Z, Lz) = tensors[: self.info.n_tensors], tensors[self.info.n_tensors :]
+        A, B, BX, _, solve = _setup(L, X, Z, Lz, ops, self.info, atol, handle, D)
+        dA, dB = dtensors[: self.info.n_A], dtensors[self.info.n_A : self.info.n_tensors]
+        AdX = A.tangent_matmat(dA, X) if any(d is not None for d in dA) else torch.zeros_like(X)
+        BdX = B.tangent_matmat(dB, X) if B is not None and any(d is not None for d in dB) else None
+        return jvp_terms(L, X, BX, D, AdX, BdX, solve)[1]

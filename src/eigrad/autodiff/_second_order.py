@@ -194,6 +194,27 @@ class DenseKernel:
     def cluster_tangent(self, L, X, tensors, dtensors):
         return dense_cluster_tangent(L, X, dtensors[0], dtensors[1] if tensors[1] is not None else None)
 
+    def directions(self, tensors, gouts):
+        """The direction in ``(A, B)`` of a reverse-over-reverse pass: the cotangents of ``(Ā, B̄)``."""
+        dA = gouts[0] if gouts[0] is not None else torch.zeros_like(tensors[0])
+        return (dA, gouts[1] if len(gouts) > 1 else None)
+
+    def place(self, tensors, outs):
+        return (outs[0], outs[1] if tensors[1] is not None else None)
+
+    def frame_tangent(self, L, X, D, atol, tensors, handle, dtensors):
+        """``X'`` of MATH.md forward mode (cluster mask ``D``) along ``(A', B')``."""
+        A, B = tensors
+        As, Bs = sym(A), None if B is None else sym(B)
+
+        def solve(R, shifts):
+            return ProjectedSolve.apply(R, shifts, X, As, Bs, atol, self.factory, self.rtol, *handle)
+
+        dA, dB = dtensors
+        AdX = sym(dA) @ X
+        BdX = None if dB is None else sym(dB) @ X
+        return jvp_terms(L, X, _mm(Bs, X), D, AdX, BdX, solve)[1]
+
 
 def degenerate_clusters(labels, k):
     """``[(batch index, positions), ...]`` of clusters with more than one member that touch the k wanted columns."""
