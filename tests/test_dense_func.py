@@ -73,10 +73,13 @@ def test_grad_matches_autograd_and_jvp(solver, with_B):
 @pytest.mark.parametrize("solver", ["lapack", "dense"])
 @pytest.mark.parametrize("point", ["simple", "degenerate"])
 def test_dot_product_raw_outputs(solver, point):
-    """``<u, J v> = <Jᵀ u, v>`` for the map ``(A, B) -> (Λ, X)`` with arbitrary ``u`` and ``v``.
+    """``<u, J v> = <Jᵀ u, v>`` for the map ``(A, B) -> (Λ, X)`` with arbitrary ``v`` and ``u``.
 
     The masked JVP and VJP of MATH.md are exact adjoints of each other also at a
-    degenerate point (where neither is the derivative of ``X`` itself: ``gauge="ignore"``).
+    degenerate point (where neither is the derivative of ``X`` itself: ``gauge="ignore"``),
+    for an eigenvalue cotangent uniform on each cluster: there the JVP of the eigenvalues is
+    their one-sided directional derivative, the slopes μ (not linear in ``v``; see
+    test_eigenvalue_jvp_at_a_cluster_is_the_directional_derivative), whose sum is linear.
     """
     spec = [0.3 + 0.9 * i for i in range(N)] if point == "simple" else SPEC
     p = planted(spec, B="random", seed=5)
@@ -86,12 +89,50 @@ def test_dot_product_raw_outputs(solver, point):
 
     vA, vB = random_symmetric(N, seed=6), random_symmetric(N, seed=7)
     uL, uX = _randn(K, seed=8), _randn(N, K, seed=9)
+    if point == "degenerate":
+        for c in CLUSTERS:
+            uL[c] = uL[c[0]].clone()
     _, (tL, tX) = jvp(f, (p.A, p.B), (vA, vB))
     _, pullback = vjp(f, p.A, p.B)
     gA, gB = pullback((uL, uX))
     lhs = (uL * tL).sum() + (uX * tX).sum()
     rhs = (gA * vA).sum() + (gB * vB).sum()
     torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["lapack", "dense"])
+@pytest.mark.parametrize("B", [None, "random"])
+def test_eigenvalue_jvp_at_a_cluster_is_the_directional_derivative(solver, B):
+    """Inside a cluster the JVP of the sorted eigenvalues is lim_{t→0⁺} (λ(A + tV) - λ(A))/t: the
+    eigenvalues μ of X_gᵀ (A' - λ B') X_g, ascending, not its diagonal in the returned basis.
+    Reference: Richardson-extrapolated one-sided differences of scipy-independent
+    torch.linalg.eigvalsh (Cholesky reduction for B)."""
+    p = planted(SPEC, B=B, seed=12)
+    vA = random_symmetric(N, seed=13)
+    vB = None if B is None else 0.1 * random_symmetric(N, seed=14)
+
+    def lam(t):
+        A = p.A + t * vA
+        if B is None:
+            return torch.linalg.eigvalsh(A)[:K]
+        Bt = p.B + t * vB
+        C = torch.linalg.cholesky(Bt)
+        Ci = torch.linalg.inv(C)
+        return torch.linalg.eigvalsh(Ci @ A @ Ci.T)[:K]
+
+    if B is None:
+        _, (tL, _) = jvp(lambda A: tuple(eigrad.eigsh(A, K, solver=solver)), (p.A,), (vA,))
+    else:
+        _, (tL, _) = jvp(lambda A, Bm: tuple(eigrad.eigsh(A, K, B=Bm, solver=solver)), (p.A, p.B), (vA, vB))
+    h = 1e-4
+    d1, d2 = (lam(h) - lam(0.0)) / h, (lam(h / 2) - lam(0.0)) / (h / 2)
+    ref = 2 * d2 - d1  # one-sided, O(h²)
+    torch.testing.assert_close(tL, ref, rtol=1e-6, atol=1e-6)
+    # the diagonal in the returned basis is not it (it depends on the basis LAPACK happened to return)
+    L, X = eigrad.eigsh(p.A, K, B=p.B if B is not None else None, solver=solver)
+    V = vA @ X if B is None else vA @ X - (vB @ X) * L
+    diag = torch.diagonal(X.T @ V)
+    assert (diag - ref).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("solver", ["lapack", "dense"])

@@ -90,13 +90,13 @@ def whole_clusters(found, k):
     return all(max(pos) < k for _, pos in found)
 
 
-def check_existence_batch(found, labels):
-    """``found`` indexes the flattened batch of ``labels``: refuse when a vmap level hides part of it."""
-    if tuple(concrete(labels).shape) != tuple(labels.shape):
-        raise RuntimeError(
-            "eigrad: second derivatives at a repeated eigenvalue under torch.func.vmap over the matrices "
-            "are not supported; pass the batch as a leading dimension of A instead of vmapping over it."
-        )
+def vmapped(labels):
+    """True when a vmap level hides part of the batch of ``labels`` (clusters may differ per slice).
+
+    The exact second order needs the clusters as Python data per batch element; there the
+    eigen-Functions keep the lazy guard (a second derivative raises, the first is exact).
+    """
+    return tuple(concrete(labels).shape) != tuple(labels.shape)
 
 
 def _report(gauge, msg):

@@ -20,7 +20,7 @@ from ._checks import check_existence
 from ._clusters import cluster_mask
 from ._forward import checked_symmetric, solve_with_guards
 from ._formulas import jvp_terms, sym, vjp_terms
-from ._degenerate import DegenerateVJP, adapted_frame, check_existence_batch, cluster_frames, whole_clusters
+from ._degenerate import DegenerateVJP, adapted_frame, cluster_frames, vmapped, whole_clusters
 from ._second_order import (
     DenseKernel,
     degenerate_clusters,
@@ -123,9 +123,8 @@ class DenseEig(torch.autograd.Function):
             if not degenerate:
                 gA, gB = differentiable_vjp(L, X, A, B, gL, gX, atol, ctx.factory, rtol, handle)
                 return gA, gB, None, None, None, None
-            if whole_clusters(degenerate, k):
-                # exact second order at repeated eigenvalues, forward-over-reverse (_degenerate.py)
-                check_existence_batch(degenerate, labels)
+            if whole_clusters(degenerate, k) and not vmapped(labels):
+                # exact second order at repeated eigenvalues (_degenerate.py)
                 D = cluster_mask(labels[..., :k])
                 kernel = DenseKernel(degenerate, describe(degenerate, LE), ctx.factory, rtol, ctx.opts, LE.dtype)
                 gA, *gB = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, F, A, B, *handle)
@@ -164,8 +163,7 @@ class DenseEig(torch.autograd.Function):
         Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, broadening=ctx.opts.broadening)
         Ld = Ld[..., :k]
         found = [c for c in degenerate_clusters(labels, k) if max(c[1]) < k]
-        if found:  # inside a cluster: the slopes μ (eigenvalues of X_gᵀ (A' - λ B') X_g), _degenerate.py
-            check_existence_batch(found, labels)
+        if found and not vmapped(labels):  # inside a cluster: the slopes μ (eigenvalues of X_gᵀ (A' - λ B') X_g)
             Ld, _ = cluster_frames(dense_cluster_tangent(L, X, dA, dB), found, k)
         Ld = mark(Ld, A, B)
         Xd = mark(Xd[..., :, :k], A, B)

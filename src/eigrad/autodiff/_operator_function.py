@@ -29,7 +29,7 @@ from ._clusters import cluster_mask
 from ._dense_function import _pad
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, vjp_terms
-from ._degenerate import DegenerateVJP, adapted_frame, cluster_frames, whole_clusters
+from ._degenerate import DegenerateVJP, adapted_frame, cluster_frames, vmapped, whole_clusters
 from ._operator_second_order import (
     OperatorKernel,
     OpSolveInfo,
@@ -249,8 +249,8 @@ class OperatorEig(torch.autograd.Function):
                                                     need_A, need_B)
                 return (None, *[g if nd else None for g, nd in zip(grads, needs)])
             degenerate = degenerate_clusters(labels, k)
-            if whole_clusters(degenerate, k):
-                # exact second order at repeated eigenvalues, forward-over-reverse (_degenerate.py)
+            if whole_clusters(degenerate, k) and not vmapped(labels):
+                # exact second order at repeated eigenvalues (_degenerate.py)
                 positions = [i for i, (t, nd) in enumerate(zip(attached, needs)) if nd and t.is_floating_point()
                              and (need_A if i < n_A else need_B)]
                 kernel = OperatorKernel(info, degenerate, describe(degenerate, LE), need_A, need_B, ctx.opts,

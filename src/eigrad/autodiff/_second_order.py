@@ -231,12 +231,13 @@ def degenerate_clusters(labels, k):
 
 
 _DEGENERATE = (
-    "eigrad: reverse-mode differentiation of its JVP at a repeated eigenvalue ({where}) is not "
-    "supported (jacrev(jacfwd(f)) and other reverse-over-forward compositions). There the direction of "
-    "differentiation selects the basis inside the cluster (degenerate perturbation theory), and only "
-    "forward-over-reverse sees the direction when it is needed: use torch.func.hessian(f) "
-    "(= jacfwd(jacrev(f))), torch.func.jvp(torch.func.grad(f), (x,), (v,)) for a Hessian-vector product, "
-    "or torch.autograd.forward_ad over a create_graph=True gradient. See docs/second_order.md."
+    "eigrad: this second derivative at a repeated eigenvalue ({where}) is not supported: "
+    "reverse-over-forward compositions (jacrev(jacfwd(f))), torch.func.vmap over the matrices "
+    "themselves, and clusters cut by k are not handled there (the first derivative is exact). "
+    "Supported at repeated eigenvalues: torch.func.hessian(f), jacrev(jacrev(f)), "
+    "torch.func.jvp(torch.func.grad(f), (x,), (v,)), torch.autograd.grad(..., create_graph=True) "
+    "followed by another backward or a forward-mode derivative, with a batch as a leading dimension "
+    "of A instead of vmap. See docs/second_order.md."
 )
 
 
