@@ -30,7 +30,7 @@ the tangent arrives. Reverse-over-reverse knows it only in the backward of
 the eigen-Function's own backward, which runs later in the same pass, needs
 it too: the eigen-Functions have one more output, the *frame channel* ``F``
 (zeros, never used by a loss), which :class:`DegenerateVJP` takes as an
-input; its cotangent is ``[Q | μ]``, so autograd delivers the frame to the
+input; its cotangent is ``[Q | μ | 1]``, so autograd delivers the frame to the
 eigen-Function's backward together with the cotangents of ``Λ`` and ``X``
 (:func:`adapted_frame`). When ``μ`` is itself repeated, ``Q`` is not unique
 inside the repeated slopes, and the result does not depend on the choice iff
@@ -239,7 +239,8 @@ class DegenerateVJP(torch.autograd.Function):
 
         _, KV = torch.func.jvp(gradient, tuple(primals), tuple(tangents))
         gtensors = kernel.place(tensors, KV)
-        gF = torch.cat([Q, mu.unsqueeze(-1)], dim=-1)  # the frame, for the eigen-Function's backward
+        # the frame, for the eigen-Function's backward; the last column counts the paths that sent one
+        gF = torch.cat([Q, mu.unsqueeze(-1), torch.ones_like(mu).unsqueeze(-1)], dim=-1)
         # J V, paired with the adapted columns: the loss's reverse pass applies ℓ'' to it
         gLbar = mu if Lbar is not None else None
         gXbar = dX if Xbar is not None else None
@@ -286,13 +287,14 @@ def adapted_frame(gF, XE, BXE, gL, gX, labels, opts):
     that ``gL`` is uniform where the slopes ``μ`` repeat.
     """
     k = gF.shape[-2]
-    Q, mu = gF[..., :k], gF[..., k]
+    count = gF[..., :1, k + 1 :]  # (*b, 1, 1): equal frames from several paths add up
+    Q, mu = gF[..., :k] / count, gF[..., k] / count[..., 0]
     err = concrete(_mT(Q) @ Q - torch.eye(k, dtype=Q.dtype, device=Q.device)).abs().max()
     if float(err) > 1e-6:
         raise RuntimeError(
             "eigrad: several second-order paths meet at one eigendecomposition at a repeated eigenvalue "
-            "(e.g. two create_graph=True gradients through the same eigsh call differentiated together); "
-            "this is not supported. Compute each second derivative from its own eigsh call, or use "
+            "along different directions (e.g. two create_graph=True gradients through the same eigsh call "
+            "differentiated together along different directions); this is not supported. Compute each second derivative from its own eigsh call, or use "
             "forward-over-reverse (torch.func.hessian, torch.func.jvp(torch.func.grad(f), ...))."
         )
     found = degenerate_clusters(labels, k)

@@ -69,8 +69,8 @@ class DenseEig(torch.autograd.Function):
             # gradcheck(check_forward_ad=True)) rejects a view output whose tangent has another layout
             L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
             # the frame channel: never used by a loss; in a reverse-over-reverse pass at a repeated
-            # eigenvalue its cotangent carries the adapted frame [Q | μ] (_degenerate.py)
-            F = L.new_zeros((*L.shape, k + 1))
+            # eigenvalue its cotangent carries the adapted frame [Q | μ | 1] (_degenerate.py)
+            F = L.new_zeros((*L.shape, k + 2))
         return (L, X, LE, XE, labels, cut, BXE, atol, *sol.handle.tensors, F)
 
     @staticmethod
