@@ -105,6 +105,11 @@ def _report(gauge, msg):
     warnings.warn(msg, GaugeWarning, stacklevel=4)
 
 
+def _ratio(num, den):
+    """``num / den`` where ``den > 0``, else ``num``."""
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), num)
+
+
 def check_second_order(found, mu, dLbar, X, dX, Xbar, dXbar, gauge, check_rtol, tie_rtol):
     """Report when the Hessian-vector product of the loss does not exist at a cluster.
 
@@ -139,7 +144,7 @@ def check_second_order(found, mu, dLbar, X, dX, Xbar, dXbar, gauge, check_rtol, 
             ties = (m.unsqueeze(-1) - m.unsqueeze(-2)).abs() <= tie_rtol * scale_mu
             spread = ((lb.unsqueeze(-1) - lb.unsqueeze(-2)).abs() * ties).amax(dim=(-1, -2))
             scale = dLbar_c[:, b].abs().amax(-1)
-            rel = torch.where(scale > 0, spread / torch.where(scale > 0, scale, torch.ones_like(scale)), spread)
+            rel = _ratio(spread, scale)
             if bool((rel > check_rtol).any()):
                 problems.append(
                     f"at the cluster at positions {pos}{where} the direction leaves eigenvalue slopes "
@@ -153,8 +158,7 @@ def check_second_order(found, mu, dLbar, X, dX, Xbar, dXbar, gauge, check_rtol, 
             S = _mT(xg) @ dxbg + _mT(dxg) @ xbg  # (directions, size, size)
             skew = 0.5 * (S - _mT(S))
             den = xg.norm(dim=(-2, -1)) * dxbg.norm(dim=(-2, -1)) + dxg.norm(dim=(-2, -1)) * xbg.norm(dim=(-2, -1))
-            num = skew.norm(dim=(-2, -1))
-            rel = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), num)
+            rel = _ratio(skew.norm(dim=(-2, -1)), den)
             if bool((rel > check_rtol).any()):
                 problems.append(
                     f"at the cluster at positions {pos}{where} the loss's basis invariance does not persist "
@@ -224,20 +228,7 @@ class DegenerateVJP(torch.autograd.Function):
         T = kernel.cluster_tangent(L, X, tensors, directions)
         mu, Q = cluster_frames(T, kernel.found, k)
         dX = kernel.frame_tangent(L, X, D, atol, tensors, handle, directions)  # X' along V (MATH.md JVP)
-        zeros = torch.zeros_like
-        primals = [L, X @ Q, zeros(L) if Lbar is None else Lbar, zeros(X) if Xbar is None else Xbar @ Q]
-        tangents = [mu, dX @ Q, zeros(L), zeros(X)]
-        diff = [i for i, t in enumerate(tensors) if torch.is_tensor(t) and t.is_floating_point()]
-        primals += [tensors[i] for i in diff]
-        tangents += [zeros(tensors[i]) if directions[i] is None else directions[i] for i in diff]
-
-        def gradient(L_, X_, Lbar_, Xbar_, *floats):
-            ts = list(tensors)
-            for i, t in zip(diff, floats):
-                ts[i] = t
-            return tuple(kernel.vjp(L_, X_, Lbar_, Xbar_, D, atol, ts, handle))
-
-        _, KV = torch.func.jvp(gradient, tuple(primals), tuple(tangents))
+        KV = _adapted_jvp(kernel, Q, (L, X, Lbar, Xbar), (mu, dX, None, None), D, atol, tensors, directions, handle)
         gtensors = kernel.place(tensors, KV)
         # the frame, for the eigen-Function's backward; the last column counts the paths that sent one
         gF = torch.cat([Q, mu.unsqueeze(-1), torch.ones_like(mu).unsqueeze(-1)], dim=-1)
@@ -255,26 +246,41 @@ class DegenerateVJP(torch.autograd.Function):
         k = X.shape[-1]
         T = kernel.cluster_tangent(L, X, tensors, dtensors)  # Xᵀ (A' - λ B') X per cluster
         mu, Q = cluster_frames(T, kernel.found, k)
-        zeros = torch.zeros_like
         dL = mu if dL is None else dL  # μ from the eigen-Function's JVP, paired with the adapted columns
-        dX = zeros(X) if dX is None else dX
+        dX = torch.zeros_like(X) if dX is None else dX
         check_second_order(kernel.found, mu, dLbar, X, dX, Xbar, dXbar, kernel.gauge, kernel.check_rtol,
                            kernel.tie_rtol)
-        # the adapted frame: X_g Q, X̄_g Q, their tangents alike (Λ, Λ̄ are uniform on each cluster)
-        primals = [L, X @ Q, zeros(L) if Lbar is None else Lbar, zeros(X) if Xbar is None else Xbar @ Q]
-        tangents = [dL, dX @ Q, zeros(L) if dLbar is None else dLbar, zeros(X) if dXbar is None else dXbar @ Q]
-        diff = [i for i, t in enumerate(tensors) if torch.is_tensor(t) and t.is_floating_point()]
-        primals += [tensors[i] for i in diff]
-        tangents += [zeros(tensors[i]) if dtensors[i] is None else dtensors[i] for i in diff]
+        return _adapted_jvp(kernel, Q, (L, X, Lbar, Xbar), (dL, dX, dLbar, dXbar), D, atol, tensors, dtensors,
+                            handle)
 
-        def gradient(L_, X_, Lbar_, Xbar_, *floats):
-            ts = list(tensors)
-            for i, t in zip(diff, floats):
-                ts[i] = t
-            return tuple(kernel.vjp(L_, X_, Lbar_, Xbar_, D, atol, ts, handle))
 
-        _, out = torch.func.jvp(gradient, tuple(primals), tuple(tangents))
-        return out
+def _adapted_jvp(kernel, Q, primals, tangents, D, atol, tensors, dtensors, handle):
+    """Forward derivative of the masked gradient ``kernel.vjp`` in the adapted frame.
+
+    ``primals = (L, X, Λ̄, X̄)`` and their ``tangents`` (None: zero) in the returned
+    frame: ``X``, ``X̄`` and their tangents are rotated by ``Q`` (``Λ``, ``Λ̄``
+    are uniform on each cluster; ``Λ'``, ``Λ̄'`` are already paired with the
+    adapted columns); ``dtensors`` the tangents of ``tensors``.
+    """
+    zeros = torch.zeros_like
+    L, X, Lbar, Xbar = primals
+    dL, dX, dLbar, dXbar = tangents
+    rot = [False, True, False, True]
+    P = [L, X, zeros(L) if Lbar is None else Lbar, zeros(X) if Xbar is None else Xbar]
+    Tn = [zeros(p) if t is None else t for p, t in zip(P, (dL, dX, dLbar, dXbar))]
+    P = [p @ Q if r else p for p, r in zip(P, rot)]
+    Tn = [t @ Q if r else t for t, r in zip(Tn, rot)]
+    diff = [i for i, t in enumerate(tensors) if torch.is_tensor(t) and t.is_floating_point()]
+    P += [tensors[i] for i in diff]
+    Tn += [zeros(tensors[i]) if dtensors[i] is None else dtensors[i] for i in diff]
+
+    def gradient(L_, X_, Lbar_, Xbar_, *floats):
+        ts = list(tensors)
+        for i, t in zip(diff, floats):
+            ts[i] = t
+        return tuple(kernel.vjp(L_, X_, Lbar_, Xbar_, D, atol, ts, handle))
+
+    return torch.func.jvp(gradient, tuple(P), tuple(Tn))[1]
 
 
 def adapted_frame(gF, XE, BXE, gL, gX, labels, opts):
