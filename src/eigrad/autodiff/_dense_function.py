@@ -29,6 +29,7 @@ from ._second_order import (
     describe,
     differentiable_jvp,
     differentiable_vjp,
+    near_degenerate_mask,
 )
 from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
@@ -121,7 +122,8 @@ class DenseEig(torch.autograd.Function):
             degenerate = degenerate_clusters(labels, k)
             rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
             if not degenerate:
-                gA, gB = differentiable_vjp(L, X, A, B, gL, gX, atol, ctx.factory, rtol, handle)
+                D = near_degenerate_mask(L, X, gX, atol)
+                gA, gB = differentiable_vjp(L, X, A, B, gL, gX, atol, ctx.factory, rtol, handle, D=D)
                 return gA, gB, None, None, None, None
             if whole_clusters(degenerate, k) and not vmapped(labels):
                 # exact second order at repeated eigenvalues (_degenerate.py)

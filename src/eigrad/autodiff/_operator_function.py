@@ -37,7 +37,7 @@ from ._operator_second_order import (
     operator_differentiable_jvp,
     operator_differentiable_vjp,
 )
-from ._second_order import degenerate_clusters, degenerate_guard, describe
+from ._second_order import degenerate_clusters, degenerate_guard, describe, near_degenerate_mask
 from ._solve_fn import ShiftedSolve, first_order_only
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
@@ -246,7 +246,7 @@ class OperatorEig(torch.autograd.Function):
             guard = OperatorEig._mark(ctx, labels, LE, attached)
             if guard is None:
                 grads = operator_differentiable_vjp(L, X, Z, Lz, attached, info, gL, gX, atol, handle,
-                                                    need_A, need_B)
+                                                    need_A, need_B, D=near_degenerate_mask(L, X, gX, atol))
                 return (None, *[g if nd else None for g, nd in zip(grads, needs)])
             degenerate = degenerate_clusters(labels, k)
             if whole_clusters(degenerate, k) and not vmapped(labels):
