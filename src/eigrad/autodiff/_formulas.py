@@ -79,7 +79,8 @@ def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None):
     Dm = D.to(X.dtype)
     Vd = AdX if BdX is None else AdX - BdX * L.unsqueeze(-2)  # V' = A' X - B' X Λ
     XtVd = _mT(X) @ Vd
-    Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)  # Λ' = diag(Xᵀ V')
+    Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)  # Λ' = diag(Xᵀ V') (the eigen-Functions replace it
+    # inside degenerate clusters by the eigenvalues of the cluster's block, _degenerate.cluster_frames)
     Rd = Vd - BX @ (Dm * XtVd)  # R' = V' - B X [D ∘ (Xᵀ V')]
     Yd = split_solve(Rd, L, X, BX, D, solve, broadening)  # y'_j = G_j r'_j
     Yd = Yd - X @ (Dm * (_mT(BX) @ Yd))  # B-projected against each cluster
