@@ -34,6 +34,7 @@ Usage::
 
     python benchmarks/hvp_cost.py --n 1000 --k 8 --solver lapack --threads 2
     python benchmarks/hvp_cost.py --problem matrix-free --grid 16 --threads 1 --check-rtol 1e-12
+    python benchmarks/hvp_cost.py --n 1000 --k 8 --degenerate 3   # at a triple eigenvalue
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def _dense(args):
     n, k = args.n, args.k
     A = torch.randn(n, n, dtype=dt, generator=g)
     A = (A + A.T) / (2 * n) ** 0.5
+    if args.degenerate > 1:  # the m smallest eigenvalues made exactly equal: the HVP at a repeated eigenvalue
+        lam, Q = torch.linalg.eigh(A)
+        lam[: args.degenerate] = lam[: args.degenerate].mean()
+        A = (Q * lam) @ Q.T
+        A = 0.5 * (A + A.T)
     W = torch.randn(n, n, dtype=dt, generator=g)
     W = W + W.T
     V = torch.randn(n, n, dtype=dt, generator=g)
@@ -147,7 +153,8 @@ def _dense(args):
 
     err_rr, err_fr, _ = _fd_errors(loss, A, V, args.fd_step or 1e-6)
     rows, t_bwd = _hvp_rows(forward, A, loss, V, args.repeats)
-    print(f"n={n} k={k} solver={args.solver} threads={args.threads} repeats={args.repeats}")
+    print(f"n={n} k={k} solver={args.solver} threads={args.threads} repeats={args.repeats}"
+          + (f" degenerate={args.degenerate} (exact cluster at the bottom)" if args.degenerate > 1 else ""))
     print(f"HVP vs FD of the gradient: rev-over-rev {err_rr:.1e}, fwd-over-rev {err_fr:.1e}")
     _print_table(rows, t_bwd)
 
@@ -250,6 +257,8 @@ def main():
     p.add_argument("--n", type=int, default=1000, help="dense: matrix size")
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--solver", default="lapack", choices=["lapack", "dense", "auto"], help="dense: the solver")
+    p.add_argument("--degenerate", type=int, default=0,
+                   help="dense: make the m smallest eigenvalues exactly equal (m <= k), an HVP at a repeated eigenvalue")
     p.add_argument("--grid", type=int, default=16, help="matrix-free: N, the grid has N³ points")
     p.add_argument("--setup", default="eigrad-arpack-fwd+bwd+dst",
                    help="matrix-free: a forward+backward setup of eigrad._bench._matrix_free.FWD_BWD")
