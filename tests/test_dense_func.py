@@ -245,3 +245,31 @@ def test_jacrev_of_eigenvalues_is_hellmann_feynman():
     outer = torch.einsum("ni,mi->inm", X, X)
     torch.testing.assert_close(JA, outer, rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(JB, -L[:, None, None] * outer, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("solver", ["lapack", "dense"])
+def test_legacy_batched_gradients(solver):
+    """torch.autograd.functional.jacobian(vectorize=True) (is_grads_batched=True) at a simple
+    spectrum equals torch.func.jacrev; its Hessian works through solver="dense" and, for the
+    LAPACK tridiagonal backward, raises naming the alternatives; at a repeated eigenvalue the
+    existence check cannot inspect legacy batched cotangents and says so."""
+    A = random_symmetric(N, seed=70)
+
+    def f(a):
+        return eigrad.eigsh(a, K, solver=solver).eigenvalues
+
+    J = torch.autograd.functional.jacobian(f, A, vectorize=True)
+    torch.testing.assert_close(J, jacrev(f)(A), rtol=1e-12, atol=1e-12)
+
+    def h(a):
+        return (eigrad.eigsh(a, K, solver=solver).eigenvalues ** 2).sum()
+
+    if solver == "dense":
+        H = torch.autograd.functional.hessian(h, A, vectorize=True)
+        torch.testing.assert_close(H, torch.func.hessian(h)(A), rtol=1e-10, atol=1e-10)
+    else:
+        with pytest.raises(RuntimeError, match="is_grads_batched.*torch.func"):
+            torch.autograd.functional.hessian(h, A, vectorize=True)
+    p = planted(SPEC, seed=71)
+    with pytest.raises(RuntimeError, match="repeated eigenvalue under.*is_grads_batched"):
+        torch.autograd.functional.jacobian(f, p.A, vectorize=True)

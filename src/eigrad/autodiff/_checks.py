@@ -89,9 +89,20 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
     """
     if gauge == "ignore":
         return
-    Lbar, Xbar = concrete(Lbar), concrete(Xbar)
     # under torch.func (jacrev: a vmapped backward) the saved tensors arrive wrapped as well
     L, X, labels, cut = concrete(L), concrete(X), concrete(labels), concrete(cut)
+    sizes = torch.zeros_like(labels).scatter_add_(-1, labels, torch.ones_like(labels))
+    if not bool((sizes > 1).any()) and not bool(cut.any()):
+        return  # every eigenvalue simple and none cut: both conditions hold trivially
+    try:
+        Lbar, Xbar = concrete(Lbar), concrete(Xbar)
+    except RuntimeError as err:  # PyTorch's legacy batched gradients have no values to inspect
+        raise RuntimeError(
+            "eigrad cannot check whether the derivative exists at a repeated eigenvalue under "
+            "torch.autograd.grad(..., is_grads_batched=True) (also used by "
+            "torch.autograd.functional.jacobian/hessian with vectorize=True): its batched cotangents "
+            "cannot be inspected. Use torch.func.jacrev / torch.func.vmap, or vectorize=False."
+        ) from err
     v1, v2, size = existence_violations(X, labels, Lbar, Xbar)
     v1, v2, size = torch.broadcast_tensors(v1, v2, size)  # a batched Λ̄ with no X̄ batches v2 only
     batch_shape = v1.shape[:-1]

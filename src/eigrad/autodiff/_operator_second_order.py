@@ -33,6 +33,7 @@ from ..operators import DenseOperator, OperatorSpec
 from ..operators._sparse import SparseOperator
 from ._formulas import jvp_terms, sym, vjp_terms
 from ._second_order import ForwardOnce
+from ._solve_fn import run_solver
 
 
 def _mT(t):
@@ -95,7 +96,7 @@ class OperatorProjectedSolve(torch.autograd.Function):
             BXE = _apply_B(B, XE)
             C = _mT(XE) @ R  # (K, c)
             M = torch.ones(C.shape, dtype=torch.bool, device=R.device)
-            Y = info.factory(handle, atol, info.rtol)(R - BXE @ C, shifts, XE, M)
+            Y = run_solver(info.factory, handle, atol, info.rtol, R - BXE @ C, shifts, XE, M)
             Y = Y - XE @ (_mT(BXE) @ Y)  # MATH.md: project the solver's answer
             k = X.shape[-1]
             gap = Lz.unsqueeze(-1) - shifts.unsqueeze(-2)  # μ_i - λ_j (m, c), away from 0 here

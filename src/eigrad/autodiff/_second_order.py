@@ -35,6 +35,7 @@ import torch
 from ._checks import concrete, existence_violations
 from ._clusters import cluster_labels, cluster_mask
 from ._formulas import jvp_terms, sym, vjp_terms
+from ._solve_fn import run_solver
 
 
 def _mT(t):
@@ -59,7 +60,7 @@ class ProjectedSolve(torch.autograd.Function):
             BX = _mm(B, X)
             Rp = R - BX @ (_mT(X) @ R)  # Π r: rounding-level cleanup of the cluster part
             M = torch.ones((*X.shape[:-2], X.shape[-1], R.shape[-1]), dtype=torch.bool, device=X.device)
-            Y = factory(handle, atol, rtol)(Rp, shifts, X, M)
+            Y = run_solver(factory, handle, atol, rtol, Rp, shifts, X, M)
             return Y - X @ (_mT(BX) @ Y)  # MATH.md: project the solver's answer
 
     @staticmethod

@@ -18,12 +18,31 @@ _SECOND_ORDER = (
 )
 
 
+_LEGACY_BATCHED = (
+    "eigrad's backward solver ({name}) cannot run under torch.autograd.grad(..., is_grads_batched=True) "
+    "(used by torch.autograd.functional.jacobian/hessian with vectorize=True): PyTorch's legacy batched "
+    "tensors have no values for its LAPACK/SciPy code. Use torch.func.jacrev / torch.func.hessian / "
+    "torch.func.vmap (eigrad provides vmap rules), vectorize=False, or solver='dense'."
+)
+
+
+def run_solver(factory, handle, atol, rtol, R, shifts, X, M):
+    """``factory(handle, atol, rtol)(R, shifts, X, M)``, with a clear error under legacy batched autograd."""
+    solve = factory(handle, atol, rtol)
+    try:
+        return solve(R, shifts, X, M)
+    except RuntimeError as err:
+        if "Batching rule not implemented" not in str(err):
+            raise
+        raise RuntimeError(_LEGACY_BATCHED.format(name=type(solve).__name__)) from err
+
+
 class ShiftedSolve(torch.autograd.Function):
     """``Y = solve(R, shifts)`` projected against each column's cluster (see eigrad.linsolve)."""
 
     @staticmethod
     def forward(R, shifts, X, M, atol, factory, rtol, *handle):
-        return factory(handle, atol, rtol)(R, shifts, X, M)
+        return run_solver(factory, handle, atol, rtol, R, shifts, X, M)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
