@@ -229,3 +229,26 @@ def test_repeated_top_eigenvalue_reported_as_set_valued():
     lam2, _ = eigrad.eigsh(eigrad.FunctionOperator(sym_matmat, (M,), (n, n)), 2, largest=True, backward=raising)
     (g2,) = torch.autograd.grad(lam2.sum(), M)
     torch.testing.assert_close(g2, Q @ Q.T, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("solver", ["dense", "minres"])
+def test_vmap_over_operator_parameters(solver):
+    """torch.func.vmap of funm/projector over a batch of potentials (and vmap of grad) equals a loop."""
+    op, v0 = _grid_problem()
+    n = v0.shape[0]
+    vs = torch.stack([v0, 0.5 * v0.flip(0), v0**2])
+    C = cotangent(n, seed=10)
+    s = "dense" if solver == "dense" else NoHandle()
+
+    def F(v):
+        return eigrad.funm(op(v), torch.exp, 4, solver=s)
+
+    def loss(v):
+        return (eigrad.projector(op(v), 4, solver=s) * C).sum() + (F(v) * C).sum()
+
+    batched = torch.func.vmap(F)(vs)
+    looped = torch.stack([F(v) for v in vs])
+    torch.testing.assert_close(batched, looped, rtol=1e-10, atol=1e-12)
+    gb = torch.func.vmap(torch.func.grad(loss))(vs)
+    gl = torch.stack([torch.func.grad(loss)(v) for v in vs])
+    torch.testing.assert_close(gb, gl, rtol=1e-8, atol=1e-10)

@@ -155,6 +155,31 @@ class OperatorSpectralFunction(torch.autograd.Function):
             dF = dF - (T + _mT(T))
         return (first_order_only(sym(dF)),) + (None,) * (ctx.n_out - 1)
 
+    @staticmethod
+    def vmap(info, in_dims, static, *tensors):
+        # as OperatorEig.vmap: operators are generally unbatched, so solve each vmapped problem on its
+        # own and stack; every slice gets as many guards as the one that needed most
+        V = info.batch_size
+        dims = in_dims[1:]
+
+        def run(st, b):
+            ts = [t if d is None else t.select(d, b) for t, d in zip(tensors, dims)]
+            return OperatorSpectralFunction.apply(st, *ts)
+
+        outs = [run(static, b) for b in range(V)]
+        K = max(o[1].shape[-1] for o in outs)  # LE: k wanted plus guards
+        if any(o[1].shape[-1] != K for o in outs):
+            cfg = static.cfg
+            wide = dataclasses.replace(cfg, opts=dataclasses.replace(cfg.opts, n_guard=K - cfg.k))
+            outs = [o if o[1].shape[-1] == K else run(_Static(wide, static.fn), b) for b, o in enumerate(outs)]
+        if len({tuple(tuple(t.shape) for t in o) for o in outs}) != 1:
+            raise RuntimeError(
+                "eigrad: the vmapped spectral functions returned solver handles of different shapes; "
+                "call eigrad.funm in a Python loop instead of under torch.func.vmap for this solver."
+            )
+        out = tuple(torch.stack(ts) for ts in zip(*outs))
+        return out, (0,) * len(out)
+
 
 def operator_spectral(cfg: OperatorConfig, fn, tensors, n: int) -> torch.Tensor:
     """``X_k f(Λ_k) X_kᵀ`` of the (n, n) operators described by ``cfg``."""
