@@ -151,6 +151,34 @@ def backward_handle(handle, tensors, LE):
     return tuple(handle) if handle else (*tensors, LE)
 
 
+def vmap_per_slice(apply, first, cfg_of, V, dims, tensors, le_index, what):
+    """A vmap rule for the operator Functions: operators are generally unbatched (a user's matmat, a
+    sparse matrix), so each vmapped problem is solved on its own and the outputs are stacked. All
+    slices get as many guards as the one that needed most (``LE`` at ``out[le_index]``).
+
+    ``apply(first, *tensors)`` is the Function; ``cfg_of(first)`` its :class:`OperatorConfig`.
+    """
+
+    def run(f, b):
+        ts = [t if d is None else t.select(d, b) for t, d in zip(tensors, dims)]
+        return apply(f, *ts)
+
+    outs = [run(first, b) for b in range(V)]
+    K = max(o[le_index].shape[-1] for o in outs)
+    if any(o[le_index].shape[-1] != K for o in outs):
+        cfg = cfg_of(first)
+        wide_cfg = dataclasses.replace(cfg, opts=dataclasses.replace(cfg.opts, n_guard=K - cfg.k))
+        wide = wide_cfg if first is cfg else dataclasses.replace(first, cfg=wide_cfg)
+        outs = [o if o[le_index].shape[-1] == K else run(wide, b) for b, o in enumerate(outs)]
+    if len({tuple(tuple(t.shape) for t in o) for o in outs}) != 1:
+        raise RuntimeError(
+            f"eigrad: the vmapped problems returned solver handles of different shapes; call {what} in a "
+            "Python loop instead of under torch.func.vmap for this solver."
+        )
+    out = tuple(torch.stack(ts) for ts in zip(*outs))
+    return out, (0,) * len(out)
+
+
 class OperatorEig(torch.autograd.Function):
     @staticmethod
     def forward(cfg: OperatorConfig, *tensors):
@@ -316,25 +344,5 @@ class OperatorEig(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, cfg, *tensors):
-        # Operators are generally unbatched (a user's matmat, a sparse matrix): solve each vmapped
-        # problem on its own and stack. All slices get as many guards as the one that needed most.
-        V = info.batch_size
-        dims = in_dims[1:]
-
-        def run(c, b):
-            ts = [t if d is None else t.select(d, b) for t, d in zip(tensors, dims)]
-            return OperatorEig.apply(c, *ts)
-
-        outs = [run(cfg, b) for b in range(V)]
-        K = max(o[2].shape[-1] for o in outs)
-        if any(o[2].shape[-1] != K for o in outs):
-            wide = dataclasses.replace(cfg, opts=dataclasses.replace(cfg.opts, n_guard=K - cfg.k))
-            outs = [o if o[2].shape[-1] == K else run(wide, b) for b, o in enumerate(outs)]
-        shapes = {tuple(tuple(t.shape) for t in o) for o in outs}
-        if len(shapes) != 1:
-            raise RuntimeError(
-                "eigrad: the vmapped eigenproblems returned solver handles of different shapes; "
-                "call eigsh in a Python loop instead of under torch.func.vmap for this solver."
-            )
-        out = tuple(torch.stack(ts) for ts in zip(*outs))
-        return out, (0,) * len(out)
+        return vmap_per_slice(OperatorEig.apply, cfg, lambda c: c, info.batch_size, in_dims[1:], tensors, 2,
+                              "eigsh")

@@ -25,7 +25,13 @@ import torch
 
 from ..autodiff._dense_function import check_broadening
 from ..autodiff._formulas import sym
-from ..autodiff._operator_function import OperatorConfig, backward_factory, backward_handle, operator_solve
+from ..autodiff._operator_function import (
+    OperatorConfig,
+    backward_factory,
+    backward_handle,
+    operator_solve,
+    vmap_per_slice,
+)
 from ..autodiff._solve_fn import ShiftedSolve, first_order_only
 from ._function import _report_cut
 
@@ -157,28 +163,8 @@ class OperatorSpectralFunction(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, static, *tensors):
-        # as OperatorEig.vmap: operators are generally unbatched, so solve each vmapped problem on its
-        # own and stack; every slice gets as many guards as the one that needed most
-        V = info.batch_size
-        dims = in_dims[1:]
-
-        def run(st, b):
-            ts = [t if d is None else t.select(d, b) for t, d in zip(tensors, dims)]
-            return OperatorSpectralFunction.apply(st, *ts)
-
-        outs = [run(static, b) for b in range(V)]
-        K = max(o[1].shape[-1] for o in outs)  # LE: k wanted plus guards
-        if any(o[1].shape[-1] != K for o in outs):
-            cfg = static.cfg
-            wide = dataclasses.replace(cfg, opts=dataclasses.replace(cfg.opts, n_guard=K - cfg.k))
-            outs = [o if o[1].shape[-1] == K else run(_Static(wide, static.fn), b) for b, o in enumerate(outs)]
-        if len({tuple(tuple(t.shape) for t in o) for o in outs}) != 1:
-            raise RuntimeError(
-                "eigrad: the vmapped spectral functions returned solver handles of different shapes; "
-                "call eigrad.funm in a Python loop instead of under torch.func.vmap for this solver."
-            )
-        out = tuple(torch.stack(ts) for ts in zip(*outs))
-        return out, (0,) * len(out)
+        return vmap_per_slice(OperatorSpectralFunction.apply, static, lambda st: st.cfg, info.batch_size,
+                              in_dims[1:], tensors, 1, "eigrad.funm")
 
 
 def operator_spectral(cfg: OperatorConfig, fn, tensors, n: int) -> torch.Tensor:
