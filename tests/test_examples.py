@@ -97,3 +97,32 @@ def test_spectral_norm(tmp_path):
     assert errs["power T=1"] > 0.1 and errs["power T=300"] < errs["power T=1"], out
     obj = {m.group(1).strip(): float(m.group(2)) for m in re.finditer(r"^training with (.+?)\s*: objective (\S+)", out, re.MULTILINE)}
     assert obj["eigrad"] <= min(obj.values()) + 1e-9, out
+
+
+@pytest.mark.slow
+def test_newton_degenerate(tmp_path):
+    out = run_example("newton_degenerate", tmp_path)
+    # the (1,2)/(2,1) and (2,3)/(3,2) pairs (and the accidental (1,3)/(3,1)) are exactly repeated at the start
+    for pair in ("λ3 - λ2", "λ8 - λ7", "λ6 - λ5"):
+        assert abs(number(pair + r" = (\S+)[,\n]", out)) < 1e-9, out
+    errs = {m.group(1): float(m.group(2)) for m in re.finditer(r"^  (eigrad, .+?|torch\.linalg\.eigvalsh, .+?)\s+(\S+)$",
+                                                                 out, re.MULTILINE)}
+    assert len(errs) == 4, out
+    for name, err in errs.items():
+        if name.startswith("eigrad"):
+            assert err < 1e-6, f"eigrad's HVP ({name}) is off from finite differences:\n{out}"
+    assert not errs["torch.linalg.eigvalsh, jvp(grad(f))"] < 1e-3, out  # NaN or far off at the pairs
+    assert number(r"own gradient: (\S+)\)", out) < 1e-6
+    newton = re.search(r"^Newton, eigrad: converged, ‖∇f‖ per iteration: (.*)$", out, re.MULTILINE)
+    assert newton, out
+    gn = [float(x) for x in newton.group(1).split()]
+    assert gn[-1] < 1e-8 and len(gn) - 1 <= 15, out
+    assert gn[-2] < 1e-4 and gn[-1] < 10 * gn[-2] ** 1.5, out  # superlinear at the end
+    assert number(r"max in-pair gap over the iterates (\S+);", out) < 1e-9
+    assert number(r"deviation from the square's symmetry (\S+)$", out) < 1e-9
+    gd = re.search(r"‖∇f‖ <= 1e-08: Newton, eigrad after (\d+) iterations, gradient descent (.*)$", out, re.MULTILINE)
+    assert gd, out
+    assert gd.group(2) == "not reached" or int(gd.group(2).split()[1]) > int(gd.group(1)), out
+    assert re.search(r"^Newton, torch\.linalg\.eigvalsh: (Hessian not finite|gradient not finite|line search)", out,
+                     re.MULTILINE), out
+    assert number(r"^GaugeWarnings: (\d+)$", out) == 0
