@@ -280,7 +280,20 @@ def _adapted_jvp(kernel, Q, primals, tangents, D, atol, tensors, dtensors, handl
             ts[i] = t
         return tuple(kernel.vjp(L_, X_, Lbar_, Xbar_, D, atol, ts, handle))
 
-    return torch.func.jvp(gradient, tuple(P), tuple(Tn))[1]
+    return _forward_derivative(gradient, tuple(P), tuple(Tn))
+
+
+def _forward_derivative(fn, primals, tangents):
+    """``torch.func.jvp(fn, primals, tangents)[1]``; inside ``torch.autograd.forward_ad`` (which does not
+    nest forward levels) the same by the double-VJP identity ``J t = ∂/∂u <Jᵀ u, t>`` (twice the cost)."""
+    try:
+        return torch.func.jvp(fn, primals, tangents)[1]
+    except RuntimeError as err:
+        if "Nested forward mode AD is not supported" not in str(err):
+            raise
+    outs, pullback = torch.func.vjp(fn, *primals)
+    _, pullback2 = torch.func.vjp(lambda *u: pullback(u), *[torch.zeros_like(o) for o in outs])
+    return pullback2(tuple(tangents))
 
 
 def adapted_frame(gF, XE, BXE, gL, gX, labels, opts):

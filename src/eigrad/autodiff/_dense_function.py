@@ -30,6 +30,7 @@ from ._second_order import (
     differentiable_jvp,
     differentiable_vjp,
     near_degenerate_mask,
+    with_near_degenerate,
 )
 from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
 
@@ -127,7 +128,7 @@ class DenseEig(torch.autograd.Function):
                 return gA, gB, None, None, None, None
             if whole_clusters(degenerate, k) and not vmapped(labels):
                 # exact second order at repeated eigenvalues (_degenerate.py)
-                D = cluster_mask(labels[..., :k])
+                D = with_near_degenerate(cluster_mask(labels[..., :k]), L, X, gX, atol, k)
                 kernel = DenseKernel(degenerate, describe(degenerate, LE), ctx.factory, rtol, ctx.opts, LE.dtype)
                 gA, *gB = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, F, A, B, *handle)
                 return gA, (gB[0] if gB else None), None, None, None, None
@@ -135,6 +136,8 @@ class DenseEig(torch.autograd.Function):
         else:
             mark = _first_order
         D = cluster_mask(labels)
+        if gF is None and ctx.opts.broadening is None:
+            D = with_near_degenerate(D, LE, XE, Xbar, atol, k)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
         LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B, broadening=ctx.opts.broadening)
         gA = sym(LA @ XE.transpose(-1, -2))  # Ā = sym(L_A Xᵀ)

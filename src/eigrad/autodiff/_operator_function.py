@@ -37,7 +37,13 @@ from ._operator_second_order import (
     operator_differentiable_jvp,
     operator_differentiable_vjp,
 )
-from ._second_order import degenerate_clusters, degenerate_guard, describe, near_degenerate_mask
+from ._second_order import (
+    degenerate_clusters,
+    degenerate_guard,
+    describe,
+    near_degenerate_mask,
+    with_near_degenerate,
+)
 from ._solve_fn import ShiftedSolve, first_order_only
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
@@ -283,7 +289,7 @@ class OperatorEig(torch.autograd.Function):
                              and (need_A if i < n_A else need_B)]
                 kernel = OperatorKernel(info, degenerate, describe(degenerate, LE), need_A, need_B, ctx.opts,
                                         LE.dtype, positions)
-                D = cluster_mask(labels[..., :k])
+                D = with_near_degenerate(cluster_mask(labels[..., :k]), L, X, gX, atol, k)
                 out = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, saved[-1], *attached, Z, Lz, *handle)
                 grads = [None] * len(attached)
                 for i, g in zip(positions, out):
@@ -291,6 +297,8 @@ class OperatorEig(torch.autograd.Function):
                 return (None, *grads)
             mark = guard
         D = cluster_mask(labels)
+        if gF is None:
+            D = with_near_degenerate(D, LE, XE, Xbar, atol, k)
         solve = OperatorEig._solve(ctx, LE, XE, D, atol, handle)
         LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=need_B)
         # the guard columns of L_A, L_B are zero (their cotangents are): contract the k wanted only

@@ -199,6 +199,18 @@ def near_degenerate_mask(L, X, Xbar, atol):
     return cluster_mask(mixed)
 
 
+def with_near_degenerate(D, LE, XE, Xbar, atol, k):
+    """The first-order mask ``D`` (*b, K, K) joined with :func:`near_degenerate_mask` on the k wanted
+    columns: for a loss that is basis invariant on close eigenvalues this removes the ``eps/gap``
+    rounding of ``E ∘ skew(Xᵀ X̄)`` from the gradient too (exact either way)."""
+    Dk = near_degenerate_mask(LE[..., :k], XE[..., :k], None if Xbar is None else Xbar[..., :k], atol)
+    if Dk is None:
+        return D
+    D = D.clone()
+    D[..., :k, :k] |= Dk
+    return D
+
+
 def dense_cluster_tangent(L, X, dA, dB):
     """``sym(Xᵀ (A' X - B' X Λ))`` (*b,k,k): inside a cluster, its reduced tangent ``X_gᵀ (A' - λ B') X_g``."""
     V = sym(dA) @ X if dA is not None else torch.zeros_like(X)
