@@ -183,7 +183,12 @@ def near_degenerate_mask(L, X, Xbar, atol):
     if Xbar is None or L.shape[-1] < 2:
         return None
     eps = torch.finfo(L.dtype).eps
-    Lc, Xc, Xbarc, atolc = concrete(L), concrete(X), concrete(Xbar), concrete(atol)
+    try:
+        Lc, Xc, Xbarc, atolc = concrete(L), concrete(X), concrete(Xbar), concrete(atol)
+    except RuntimeError:  # PyTorch's legacy batched cotangents have no values: keep the exact couplings
+        return None
+    if tuple(Lc.shape) != tuple(L.shape):  # vmapped over the matrices: clusters per slice, not Python data
+        return None
     soft = cluster_labels(Lc, atolc * eps ** (1 / 4 - 1 / 2), eps ** (1 / 4))
     k = Lc.shape[-1]
     if bool((torch.zeros_like(soft).scatter_add_(-1, soft, torch.ones_like(soft)) <= 1).all()):
