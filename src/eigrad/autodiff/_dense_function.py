@@ -7,7 +7,9 @@ ctx-free ``forward``, ``setup_context``, ``backward`` (MATH.md reverse mode),
 Outputs: ``L (*b,k)``, ``X (*b,n,k)`` and, non-differentiable, what the
 derivatives need: ``LE (*b,K)``, ``XE (*b,n,K)`` (wanted then guards),
 ``labels``, ``cut`` (*b,K), ``BXE`` (*b,n,K), ``atol`` (*b,) and the
-solver's handle tensors.
+solver's handle tensors; last, the frame channel ``F`` (*b,k,k+2), zeros,
+differentiable but never used by a loss (reverse-over-reverse at repeated
+eigenvalues, ``_degenerate.py``).
 """
 
 from __future__ import annotations

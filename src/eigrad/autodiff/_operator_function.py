@@ -12,6 +12,8 @@ one VJP of the matrix-free product each, never an n×n matrix. Forward mode:
 ``A' X = A.tangent_matmat(θ', X)`` into ``jvp_terms``. The shifted solves use
 the forward solver's handle when it has one (a dense eigenbasis), else
 projected block MINRES over the operators rebuilt from the saved tensors.
+The outputs end, as the dense Function's, with the frame channel ``F``
+(reverse-over-reverse at repeated eigenvalues, ``_degenerate.py``).
 """
 
 from __future__ import annotations
