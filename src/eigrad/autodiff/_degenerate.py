@@ -176,7 +176,6 @@ def check_second_order(found, mu, dLbar, X, dX, Xbar, dXbar, gauge, check_rtol, 
         ))
 
 
-
 class DegenerateVJP(torch.autograd.Function):
     """The differentiable backward at a point with repeated eigenvalues.
 
@@ -194,7 +193,7 @@ class DegenerateVJP(torch.autograd.Function):
     (``X'``, MATH.md forward mode), ``directions(tensors, gouts)`` (the
     direction of a reverse-over-reverse pass, per tensor), ``place(tensors,
     outs)`` (the outputs as cotangents of ``tensors``), ``found``, ``gauge``,
-    ``check_rtol``, ``tie_rtol`` and ``where`` (a description of the clusters).
+    ``check_rtol`` and ``tie_rtol``.
     """
 
     generate_vmap_rule = True

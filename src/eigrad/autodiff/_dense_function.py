@@ -28,7 +28,6 @@ from ._second_order import (
     degenerate_clusters,
     degenerate_guard,
     dense_cluster_tangent,
-    describe,
     differentiable_jvp,
     differentiable_vjp,
     near_degenerate_mask,
@@ -131,7 +130,7 @@ class DenseEig(torch.autograd.Function):
             if whole_clusters(degenerate, k) and not vmapped(labels):
                 # exact second order at repeated eigenvalues (_degenerate.py)
                 D = with_near_degenerate(cluster_mask(labels[..., :k]), L, X, gX, atol, k)
-                kernel = DenseKernel(degenerate, describe(degenerate, LE), ctx.factory, rtol, ctx.opts, LE.dtype)
+                kernel = DenseKernel(degenerate, ctx.factory, rtol, ctx.opts, LE.dtype)
                 gA, *gB = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, F, A, B, *handle)
                 return gA, (gB[0] if gB else None), None, None, None, None
             mark = degenerate_guard(degenerate, LE)

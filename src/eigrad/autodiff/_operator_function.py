@@ -42,7 +42,6 @@ from ._operator_second_order import (
 from ._second_order import (
     degenerate_clusters,
     degenerate_guard,
-    describe,
     near_degenerate_mask,
     with_near_degenerate,
 )
@@ -289,8 +288,7 @@ class OperatorEig(torch.autograd.Function):
                 # exact second order at repeated eigenvalues (_degenerate.py)
                 positions = [i for i, (t, nd) in enumerate(zip(attached, needs)) if nd and t.is_floating_point()
                              and (need_A if i < n_A else need_B)]
-                kernel = OperatorKernel(info, degenerate, describe(degenerate, LE), need_A, need_B, ctx.opts,
-                                        LE.dtype, positions)
+                kernel = OperatorKernel(info, degenerate, need_A, need_B, ctx.opts, LE.dtype, positions)
                 D = with_near_degenerate(cluster_mask(labels[..., :k]), L, X, gX, atol, k)
                 out = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, saved[-1], *attached, Z, Lz, *handle)
                 grads = [None] * len(attached)

@@ -263,8 +263,8 @@ class OperatorKernel:
     (``positions``).
     """
 
-    def __init__(self, info, found, where, need_A, need_B, opts, dtype, positions):
-        self.info, self.found, self.where = info, found, where
+    def __init__(self, info, found, need_A, need_B, opts, dtype, positions):
+        self.info, self.found = info, found
         self.n_tensors = info.n_tensors + 2
         self.need_A, self.need_B = need_A, need_B
         self.positions = positions

@@ -229,8 +229,8 @@ class DenseKernel:
 
     n_tensors = 2
 
-    def __init__(self, found, where, factory, rtol, opts, dtype):
-        self.found, self.where = found, where
+    def __init__(self, found, factory, rtol, opts, dtype):
+        self.found = found
         self.factory, self.rtol = factory, rtol
         self.gauge = opts.gauge
         self.check_rtol = opts.resolved_check_rtol(dtype)
