@@ -55,6 +55,26 @@ def _pad(t, m, dim):
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
 
 
+def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut):
+    """The eigen-Functions' backward prelude: ``(XE, BXE, gX, Λ̄, X̄)``, cotangents padded on the guards.
+
+    With a frame ``gF`` (reverse-over-reverse at a repeated eigenvalue) the wanted columns and ``gX``
+    are rotated into it (``_degenerate.adapted_frame``, which checks what applies to such a
+    cotangent); otherwise MATH.md's existence conditions are checked.
+    """
+    k = ctx.k
+    m = LE.shape[-1] - k
+    if gF is not None:
+        XE, BXE, gX = adapted_frame(gF, XE, BXE, gL, gX, labels, ctx.opts)
+    Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
+    if gF is None:
+        check_existence(
+            L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
+            gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
+        )
+    return XE, BXE, gX, Lbar, Xbar
+
+
 def _first_order(d, A, B):
     return guard_second_order(first_order_only(d), A, B)
 
@@ -109,16 +129,8 @@ class DenseEig(torch.autograd.Function):
         if gL is None and gX is None:
             return None, None, None, None, None, None
         k = ctx.k
-        m = LE.shape[-1] - k
         gF = rest[-1]
-        if gF is not None:  # reverse-over-reverse at a repeated eigenvalue: the adapted frame (_degenerate.py)
-            XE, BXE, gX = adapted_frame(gF, XE, BXE, gL, gX, labels, ctx.opts)
-        Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
-        if gF is None:  # a second-order cotangent is no loss's: adapted_frame checked what applies to it
-            check_existence(
-                L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
-                gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
-            )
+        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut)
         if torch.is_grad_enabled() and ctx.opts.broadening is None and gF is None:
             # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md, "Second order")
             degenerate = degenerate_clusters(labels, k)

@@ -26,12 +26,11 @@ from .._options import BackwardOptions
 from ..linsolve._minres import MinresFactory
 from ..operators import DenseOperator, OperatorSpec
 from ..operators._sparse import SparseOperator
-from ._checks import check_existence
 from ._clusters import cluster_mask
-from ._dense_function import _pad
+from ._dense_function import _pad, backward_cotangents
 from ._forward import solve_with_guards
 from ._formulas import jvp_terms, vjp_terms
-from ._degenerate import DegenerateVJP, adapted_frame, cluster_frames, vmapped, whole_clusters
+from ._degenerate import DegenerateVJP, cluster_frames, vmapped, whole_clusters
 from ._operator_second_order import (
     OperatorKernel,
     OpSolveInfo,
@@ -259,16 +258,8 @@ class OperatorEig(torch.autograd.Function):
         if gL is None and gX is None:
             return none
         k = ctx.k
-        m = LE.shape[-1] - k
         gF = rest[-1]
-        if gF is not None:  # reverse-over-reverse at a repeated eigenvalue: the adapted frame (_degenerate.py)
-            XE, BXE, gX = adapted_frame(gF, XE, BXE, gL, gX, labels, ctx.opts)
-        Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
-        if gF is None:  # a second-order cotangent is no loss's: adapted_frame checked what applies to it
-            check_existence(
-                L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
-                gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
-            )
+        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut)
         need_A, need_B = any(needs[:n_A]), ctx.spec_B is not None and any(needs[n_A:])
         if not (need_A or need_B):
             return none

@@ -35,7 +35,7 @@ import torch
 from ._checks import concrete, existence_violations
 from ._clusters import cluster_labels, cluster_mask
 from ._formulas import jvp_terms, sym, vjp_terms
-from ._solve_fn import run_solver
+from ._solve_fn import first_order_only, guard_second_order, run_solver
 
 
 def _mT(t):
@@ -302,41 +302,12 @@ def describe(found, LE):
     return "; ".join(parts) + more
 
 
-class DegenerateGuard(torch.autograd.Function):
-    """``x`` (``zero=False``) or a 0-dim zero tied to ``x``; differentiating it raises ``message``."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, message, zero):
-        return torch.zeros((), dtype=x.dtype, device=x.device) if zero else x.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.message = inputs[1]
-
-    @staticmethod
-    def backward(ctx, g):
-        raise RuntimeError(ctx.message)
-
-    @staticmethod
-    def jvp(ctx, t, *_):
-        raise RuntimeError(ctx.message)
-
-
 def degenerate_guard(found, LE):
-    """Like ``guard_second_order``, with a message that names the degenerate cluster(s)."""
+    """``first_order_only`` then ``guard_second_order``, with a message that names the degenerate cluster(s)."""
     message = _DEGENERATE.format(where=describe(found, LE))
 
     def guard(d, *inputs):
-        """``d`` marked first-order-only, plus a zero tied to every input (as in ``guard_second_order``)."""
-        if d is None:
-            return None
-        d = DegenerateGuard.apply(d, message, False)
-        for x in inputs:
-            if x is not None:
-                d = d + DegenerateGuard.apply(x, message, True)
-        return d
+        return guard_second_order(first_order_only(d, message), *inputs, message=message)
 
     return guard
 

@@ -82,71 +82,46 @@ class ShiftedSolve(torch.autograd.Function):
         return Y, 0
 
 
-class FirstOrderOnly(torch.autograd.Function):
-    """Identity on a derivative eigrad computed; differentiating it again raises.
+class RaisingGuard(torch.autograd.Function):
+    """``x`` (``zero=False``) or a 0-dim zero tied to ``x`` (``zero=True``); differentiating it raises ``message``.
 
-    Marks the outputs of the eigen-Functions' backward and JVP so that a
-    second derivative fails loudly instead of silently treating saved
-    eigenvectors as constants.
+    The identity marks a derivative eigrad computed so that a second derivative
+    fails loudly instead of silently treating saved eigenvectors as constants.
+    The zero, added to such a derivative, ties it to the inputs ``A``, ``B``: the
+    saved eigenpairs carry no derivative, so without it a second derivative
+    through a cotangent or tangent that does not depend on ``A`` (``hessian`` of
+    an eigenvalue, of ``logm(A).sum()``) would silently come out as zero.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x):
-        return x.clone()
+    def forward(x, message, zero):
+        return torch.zeros((), dtype=x.dtype, device=x.device) if zero else x.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        pass
+        ctx.message = inputs[1]
 
     @staticmethod
     def backward(ctx, g):
-        raise RuntimeError(_SECOND_ORDER)
+        raise RuntimeError(ctx.message)
 
     @staticmethod
-    def jvp(ctx, t):
-        raise RuntimeError(_SECOND_ORDER)
+    def jvp(ctx, t, *_):
+        raise RuntimeError(ctx.message)
 
 
-def first_order_only(t):
-    return None if t is None else FirstOrderOnly.apply(t)
+def first_order_only(t, message=_SECOND_ORDER):
+    """``t`` marked so that differentiating it raises ``message``."""
+    return None if t is None else RaisingGuard.apply(t, message, False)
 
 
-class SecondOrderGuard(torch.autograd.Function):
-    """A zero (0-dim) that depends on an input of an eigen-Function; differentiating it raises.
-
-    Added to the derivative a backward or jvp returns, it ties that to the
-    inputs ``A``, ``B``: the saved eigenpairs carry no derivative, so without
-    it a second derivative through a cotangent or tangent that does not
-    depend on ``A`` (``hessian`` of an eigenvalue, of ``logm(A).sum()``) would
-    silently come out as zero instead of raising.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x):
-        return torch.zeros((), dtype=x.dtype, device=x.device)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, g):
-        raise RuntimeError(_SECOND_ORDER)
-
-    @staticmethod
-    def jvp(ctx, t):
-        raise RuntimeError(_SECOND_ORDER)
-
-
-def guard_second_order(d, *inputs):
-    """``d`` plus a zero that depends on every input that is not None (see SecondOrderGuard)."""
+def guard_second_order(d, *inputs, message=_SECOND_ORDER):
+    """``d`` plus a zero that depends on every input that is not None (see :class:`RaisingGuard`)."""
     if d is None:
         return None
     for x in inputs:
         if x is not None:
-            d = d + SecondOrderGuard.apply(x)
+            d = d + RaisingGuard.apply(x, message, True)
     return d
