@@ -190,7 +190,7 @@ class DegenerateVJP(torch.autograd.Function):
     tensors, handle)`` (differentiable torch operations, cluster mask ``D``),
     ``cluster_tangent(L, X, tensors, dtensors)`` (``Xᵀ (A' X - B' X Λ)``,
     (*b, k, k)), ``frame_tangent(L, X, D, atol, tensors, handle, dtensors)``
-    (``X'``, MATH.md forward mode), ``directions(tensors, gouts)`` (the
+    (that and ``X'`` of MATH.md forward mode, from the same products), ``directions(tensors, gouts)`` (the
     direction of a reverse-over-reverse pass, per tensor), ``place(tensors,
     outs)`` (the outputs as cotangents of ``tensors``), ``found``, ``gauge``,
     ``check_rtol`` and ``tie_rtol``.
@@ -224,9 +224,8 @@ class DegenerateVJP(torch.autograd.Function):
         tensors, handle = rest[: kernel.n_tensors], rest[kernel.n_tensors :]
         k = X.shape[-1]
         directions = kernel.directions(tensors, gouts)
-        T = kernel.cluster_tangent(L, X, tensors, directions)
+        T, dX = kernel.frame_tangent(L, X, D, atol, tensors, handle, directions)  # X' along V (MATH.md JVP)
         mu, Q = cluster_frames(T, kernel.found, k)
-        dX = kernel.frame_tangent(L, X, D, atol, tensors, handle, directions)  # X' along V (MATH.md JVP)
         KV = _adapted_jvp(kernel, Q, (L, X, Lbar, Xbar), (mu, dX, None, None), D, atol, tensors, directions, handle)
         gtensors = kernel.place(tensors, KV)
         # the frame, for the eigen-Function's backward; the last column counts the paths that sent one

@@ -31,8 +31,8 @@ import torch
 
 from ..operators import DenseOperator, OperatorSpec
 from ..operators._sparse import SparseOperator
-from ._formulas import jvp_terms, sym, vjp_terms
-from ._second_order import ForwardOnce
+from ._formulas import jvp_terms, vjp_terms
+from ._second_order import ForwardOnce, reduced_tangent
 from ._solve_fn import run_solver
 
 
@@ -234,11 +234,7 @@ def operator_differentiable_jvp(L, X, Z, Lz, tensors, info, dtensors, atol, hand
     reverse mode (``jacrev(jacfwd(f))``), a forward derivative of them raises.
     """
     A, B, BX, D, solve = _setup(L, X, Z, Lz, tensors, info, atol, handle)
-    dA, dB = dtensors[: info.n_A], dtensors[info.n_A :]
-    has_dA = any(d is not None for d in dA)
-    has_dB = B is not None and any(d is not None for d in dB)
-    AdX = A.tangent_matmat(dA, X) if has_dA else torch.zeros_like(X)  # A' X
-    BdX = B.tangent_matmat(dB, X) if has_dB else None  # B' X
+    AdX, BdX = _tangent_products(A, B, X, info, dtensors)  # A' X, B' X
     Ld, Xd = jvp_terms(L, X, BX, D, AdX, BdX, solve)
     for x in _float_tensors(tensors):  # where a nested forward derivative would arrive: raise there
         Ld, Xd = Ld + ForwardOnce.apply(x), Xd + ForwardOnce.apply(x)
@@ -248,11 +244,15 @@ def operator_differentiable_jvp(L, X, Z, Lz, tensors, info, dtensors, atol, hand
 def operator_cluster_tangent(L, X, tensors, info, dtensors):
     """``sym(Xᵀ (A' X - B' X Λ))`` (k,k) by one JVP of each product; inside a cluster ``X_gᵀ (A' - λ B') X_g``."""
     A, B = info.rebuild(tensors)
+    return reduced_tangent(L, X, *_tangent_products(A, B, X, info, dtensors))
+
+
+def _tangent_products(A, B, X, info, dtensors):
+    """``(A' X, B' X)`` (``B' X`` None without a B tangent), one JVP of each product."""
     dA, dB = dtensors[: info.n_A], dtensors[info.n_A : info.n_tensors]
-    V = A.tangent_matmat(dA, X) if any(d is not None for d in dA) else torch.zeros_like(X)
-    if B is not None and any(d is not None for d in dB):
-        V = V - B.tangent_matmat(dB, X) * L.unsqueeze(-2)
-    return sym(_mT(X) @ V)
+    AdX = A.tangent_matmat(dA, X) if any(d is not None for d in dA) else torch.zeros_like(X)
+    BdX = B.tangent_matmat(dB, X) if B is not None and any(d is not None for d in dB) else None
+    return AdX, BdX
 
 
 class OperatorKernel:
@@ -292,10 +292,8 @@ class OperatorKernel:
         return tuple(outs[i] if i in self.positions else None for i in range(len(tensors)))
 
     def frame_tangent(self, L, X, D, atol, tensors, handle, dtensors):
-        """``X'`` of MATH.md forward mode (cluster mask ``D``) along the tensors' tangents."""
+        """``(T, X')`` as the dense kernel's, along the tensors' tangents."""
         ops, (Z, Lz) = tensors[: self.info.n_tensors], tensors[self.info.n_tensors :]
         A, B, BX, _, solve = _setup(L, X, Z, Lz, ops, self.info, atol, handle, D)
-        dA, dB = dtensors[: self.info.n_A], dtensors[self.info.n_A : self.info.n_tensors]
-        AdX = A.tangent_matmat(dA, X) if any(d is not None for d in dA) else torch.zeros_like(X)
-        BdX = B.tangent_matmat(dB, X) if B is not None and any(d is not None for d in dB) else None
-        return jvp_terms(L, X, BX, D, AdX, BdX, solve)[1]
+        AdX, BdX = _tangent_products(A, B, X, self.info, dtensors)
+        return reduced_tangent(L, X, AdX, BdX), jvp_terms(L, X, BX, D, AdX, BdX, solve)[1]

@@ -216,12 +216,17 @@ def with_near_degenerate(D, LE, XE, Xbar, atol, k):
     return D
 
 
-def dense_cluster_tangent(L, X, dA, dB):
-    """``sym(Xᵀ (A' X - B' X Λ))`` (*b,k,k): inside a cluster, its reduced tangent ``X_gᵀ (A' - λ B') X_g``."""
-    V = sym(dA) @ X if dA is not None else torch.zeros_like(X)
-    if dB is not None:
-        V = V - (sym(dB) @ X) * L.unsqueeze(-2)
+def reduced_tangent(L, X, AdX, BdX):
+    """``sym(Xᵀ (A' X - B' X Λ))`` (*b,k,k) from ``A' X`` and ``B' X`` (or None): inside a cluster,
+    its reduced tangent ``X_gᵀ (A' - λ B') X_g``."""
+    V = AdX if BdX is None else AdX - BdX * L.unsqueeze(-2)
     return sym(_mT(X) @ V)
+
+
+def dense_cluster_tangent(L, X, dA, dB):
+    """:func:`reduced_tangent` along dense ``(A', B')``."""
+    AdX = sym(dA) @ X if dA is not None else torch.zeros_like(X)
+    return reduced_tangent(L, X, AdX, None if dB is None else sym(dB) @ X)
 
 
 class DenseKernel:
@@ -253,7 +258,8 @@ class DenseKernel:
         return (outs[0], outs[1] if tensors[1] is not None else None)
 
     def frame_tangent(self, L, X, D, atol, tensors, handle, dtensors):
-        """``X'`` of MATH.md forward mode (cluster mask ``D``) along ``(A', B')``."""
+        """``(T, X')``: :func:`reduced_tangent` and ``X'`` of MATH.md forward mode (cluster mask ``D``)
+        along ``(A', B')``, from one product with each tangent."""
         A, B = tensors
         As, Bs = sym(A), None if B is None else sym(B)
 
@@ -263,7 +269,7 @@ class DenseKernel:
         dA, dB = dtensors
         AdX = sym(dA) @ X
         BdX = None if dB is None else sym(dB) @ X
-        return jvp_terms(L, X, _mm(Bs, X), D, AdX, BdX, solve)[1]
+        return reduced_tangent(L, X, AdX, BdX), jvp_terms(L, X, _mm(Bs, X), D, AdX, BdX, solve)[1]
 
 
 def degenerate_clusters(labels, k):
