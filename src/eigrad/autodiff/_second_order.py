@@ -276,6 +276,9 @@ def degenerate_clusters(labels, k):
     """``[(batch index, positions), ...]`` of clusters with more than one member that touch the k wanted columns."""
     lab = concrete(labels)
     flat = lab.reshape(-1, lab.shape[-1])
+    sizes = torch.zeros_like(flat).scatter_add_(-1, flat, torch.ones_like(flat))
+    if not bool((torch.gather(sizes, -1, flat[:, :k]) > 1).any()):
+        return []  # the usual case, without a Python loop over the batch
     found = []
     for b in range(flat.shape[0]):
         row = flat[b].tolist()
