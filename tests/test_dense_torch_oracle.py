@@ -108,30 +108,23 @@ def test_batched_matches_torch():
     torch.testing.assert_close(g1, 0.5 * (g2 + g2.mT), rtol=1e-8, atol=1e-9)
 
 
-def test_torch_is_wrong_where_eigrad_is_right():
-    """The motivation, measured: at a double eigenvalue torch's gradient of a projector loss is
-    NaN/inf or wrong, eigrad's matches finite differences."""
+def test_eigrad_matches_fd_at_a_double_eigenvalue():
+    """The motivation: at a double eigenvalue the gradient of a projector loss exists, and eigrad's
+    matches finite differences. What torch.linalg.eigh returns there depends on its LAPACK and CPU
+    (NaN on some machines, right to 8e-12 on others): `eigrad demo` and docs/guide.md show it where
+    it was measured; this test asserts only eigrad's answer."""
     from eigrad.testing import central_difference
 
     p = planted([1.0, 1.0, 2.5] + [3.0 + i for i in range(N - 3)], seed=95)
     W = random_symmetric(N, seed=96)
 
-    def loss_with(fn):
-        def loss(A):
-            L, X = fn(A)
-            P = X[:, :2] @ X[:, :2].T
-            return (W * P).sum() + L[:3].sum()
+    def loss(A):
+        L, X = eigrad.eigsh(A, 3)
+        P = X[:, :2] @ X[:, :2].T
+        return (W * P).sum() + L[:3].sum()
 
-        return loss
-
-    ours = loss_with(lambda A: eigrad.eigsh(A, 3))
-    theirs = loss_with(lambda A: torch.linalg.eigh(A))
     E = random_symmetric(N, seed=97)
-    fd = central_difference(ours, [p.A], [E], h=1e-4)
+    fd = central_difference(loss, [p.A], [E], h=1e-4)
     A1 = p.A.clone().requires_grad_(True)
-    (g1,) = torch.autograd.grad(ours(A1), [A1])
-    A2 = p.A.clone().requires_grad_(True)
-    (g2,) = torch.autograd.grad(theirs(A2), [A2])
+    (g1,) = torch.autograd.grad(loss(A1), [A1])
     assert abs(float((g1 * E).sum()) - float(fd)) < 1e-7 * max(1.0, abs(float(fd)))
-    d2 = float((0.5 * (g2 + g2.mT) * E).sum())
-    assert not (abs(d2 - float(fd)) < 1e-3 * max(1.0, abs(float(fd))))  # NaN/inf or off

@@ -50,10 +50,8 @@ def test_fem_membrane(tmp_path):
     assert set(rows) == {"objective", "eigenvalue part", "projector part"}, out
     for name, (err_eigrad, _) in rows.items():
         assert err_eigrad < 1e-6, f"eigrad's {name} gradient is off from finite differences:\n{out}"
-    # torch.linalg.eigh: right for eigenvalues only, NaN or wrong once eigenvectors enter
-    assert rows["eigenvalue part"][1] < 1e-6, out
-    for name in ("objective", "projector part"):
-        assert not rows[name][1] < 1e-3, f"torch.linalg.eigh unexpectedly right on the {name}:\n{out}"
+    # the torch.linalg.eigh column is printed for comparison only: what it returns at a repeated
+    # eigenvalue depends on its LAPACK and the CPU, so no test asserts it
     gap0, gap1 = (float(x) for x in re.search(r"gap ratio (\S+) -> (\S+),", out).groups())
     e0, e1 = (float(x) for x in re.search(r"sensor energy (\S+) -> (\S+),", out).groups())
     assert gap1 > gap0 and e1 < 0.5 * e0, out
@@ -111,7 +109,6 @@ def test_newton_degenerate(tmp_path):
     for name, err in errs.items():
         if name.startswith("eigrad"):
             assert err < 1e-6, f"eigrad's HVP ({name}) is off from finite differences:\n{out}"
-    assert not errs["torch.linalg.eigvalsh, jvp(grad(f))"] < 1e-3, out  # NaN or far off at the pairs
     assert number(r"own gradient: (\S+)\)", out) < 1e-6
     newton = re.search(r"^Newton, eigrad: converged, ‖∇f‖ per iteration: (.*)$", out, re.MULTILINE)
     assert newton, out
@@ -123,6 +120,6 @@ def test_newton_degenerate(tmp_path):
     gd = re.search(r"‖∇f‖ <= 1e-08: Newton, eigrad after (\d+) iterations, gradient descent (.*)$", out, re.MULTILINE)
     assert gd, out
     assert gd.group(2) == "not reached" or int(gd.group(2).split()[1]) > int(gd.group(1)), out
-    assert re.search(r"^Newton, torch\.linalg\.eigvalsh: (Hessian not finite|gradient not finite|line search)", out,
-                     re.MULTILINE), out
+    # the torch.linalg.eigvalsh run is printed for comparison; its outcome depends on its LAPACK and CPU
+    assert re.search(r"^Newton, torch\.linalg\.eigvalsh: ", out, re.MULTILINE), out
     assert number(r"^GaugeWarnings: (\d+)$", out) == 0

@@ -9,9 +9,11 @@ loss ``<W, X_G X_Gᵀ> + Σ_{i<k} h(λ_i)`` over a cluster ``G``
 
 with ``c_ij = x_iᵀ W x_j / (λ_i - λ_j)`` and ``P = X_G X_Gᵀ``: smooth across the
 cluster (it depends on the cluster only through symmetric functions and
-its projector), so its finite differences are valid there. Every peer we
-measured gets these Hessian-vector products wrong (through torch.linalg.eigh:
-~1e14 relative error below; with the adapted frame switched off: 31%).
+its projector), so its finite differences are valid there. The peers'
+Hessian-vector products (torch.linalg.eigh: ~5e14 relative error) and the
+ablation without the adapted frame are measured by
+``benchmarks/degenerate_accuracy.py``, not asserted here: what a peer returns
+depends on its LAPACK and CPU.
 """
 
 from __future__ import annotations
@@ -163,22 +165,6 @@ def test_hvp_batch_with_different_clusters_per_element():
     for b, G in enumerate(Gs):
         ref = central_difference(lambda a, G=G: _gradient_ref(a, None, W, G, K, 2)[0], (A[b],), (V[b],), h=1e-4)
         assert _rel(h[b], ref) < 1e-7
-
-
-def test_peers_fail_and_the_adapted_frame_matters():
-    """The same HVP through torch.linalg.eigh is off by orders of magnitude (documents the claim)."""
-    spec = [1.0, 1.0, 1.0, 2.0, 3.5, 4.0, 5.0, 6.5]
-    G = [0, 1, 2]
-    p, W, VA, _ = _problem(spec, None, seed=3)
-
-    def f_torch(A):
-        L, X = torch.linalg.eigh(0.5 * (A + A.T))
-        XG = X[:, G]
-        return (W * (XG @ XG.T)).sum() + (L[:K] ** 2).sum()
-
-    _, h = jvp(grad(f_torch), (p.A,), (VA,))
-    ref = central_difference(lambda a: _gradient_ref(a, None, W, G, K, 2)[0], (p.A,), (VA,), h=1e-4)
-    assert not (_rel(h, ref) < 1e-2)  # NaN or far off
 
 
 @pytest.mark.parametrize("mode", ["fwd-rev", "rev-rev"])
