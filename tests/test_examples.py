@@ -68,10 +68,9 @@ def test_spectral_clustering(tmp_path):
     assert number(r"(\d+) GaugeWarnings", proj) == 0
     assert number(r"increased on (\d+) steps", proj) == 0
     assert number(r"accuracy (\S+),", proj) == 1.0
-    # the raw-eigenvector loss neither trains monotonically nor finds the partition
-    assert number(r"increased on (\d+) steps", raw) + number(r"(\d+) GaugeWarnings", raw) > 0
-    assert number(r"projector distance (\S+),", raw) > 0.1
-    assert number(r"accuracy (\S+),", raw) < 0.9
+    # the raw-eigenvector loss is basis dependent at the repeated zero eigenvalue: eigrad says so.
+    # Where its training ends depends on the basis LAPACK returns (machine dependent): not asserted.
+    assert number(r"(\d+) GaugeWarnings", raw) > 0
     assert number(r"initial metric: .*accuracy (\S+)$", out) < 0.9
 
 
