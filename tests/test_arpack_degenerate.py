@@ -189,3 +189,23 @@ def test_exactly_zero_eigenvalues_are_not_skipped(zeros, k, largest):
         ref = p.eigenvalues[-k:] if largest else p.eigenvalues[:k]
         np.testing.assert_allclose(L.numpy(), ref.numpy(), rtol=0, atol=1e-9)
         np.testing.assert_allclose((X.T @ X).numpy(), np.eye(k), atol=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["arpack", "lobpcg"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_cut_zero_triple_is_reported(solver, k):
+    """k = 1, 2 cut a triple at exactly 0: the degeneracy tolerance must be relative to the
+    spectrum's scale, not to the computed values (all ~1e-16 here, which split the copies and
+    hid the cut from LOBPCG); k = 3 closes it and stays silent."""
+    from eigrad.testing import planted
+
+    p = planted([0.0, 0.0, 0.0] + [float(i) for i in range(1, 40)], seed=0)
+    A = p.A.clone().requires_grad_(True)
+    op = eigrad.FunctionOperator(lambda X, M: M @ X, (A,), tuple(A.shape))
+    L, X = eigrad.eigsh(op, k, solver=solver)
+    if k < 3:
+        with pytest.warns(eigrad.GaugeWarning, match=rf"k={k} cuts a degenerate cluster"):
+            L.sum().backward()
+    else:
+        L.sum().backward()
+        torch.testing.assert_close(A.grad, X.detach() @ X.detach().T, rtol=0, atol=1e-8)

@@ -124,7 +124,9 @@ class LOBPCG(IterativeOptions):
             theta, X, rnorm, rho = -theta.flip(-1), X.flip(-1), rnorm.flip(-1), rho.flip(-1)
         sol = make_solution(
             theta, X, rnorm, k, g, largest, n_iter=n_iter, status="converged", n_matvec=n_mv,
-            scale=theta.abs().amax(dim=-1),
+            # the spectrum's scale seen by the iteration: the computed values alone say nothing
+            # when they are all (near) zero, and the cut check then missed a zero triple at k=1
+            scale=torch.maximum(theta.abs().amax(dim=-1), nu),
         )
         return finish(sol, rho, rtol, self.on_failure, "LOBPCG", reason)
 
