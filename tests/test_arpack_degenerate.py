@@ -209,3 +209,16 @@ def test_a_cut_zero_triple_is_reported(solver, k):
     else:
         L.sum().backward()
         torch.testing.assert_close(A.grad, X.detach() @ X.detach().T, rtol=0, atol=1e-8)
+
+
+def test_generalized_zero_eigenvalue_converges():
+    """Mode 2 (B ≠ I) at an exact zero eigenvalue: the default inner CG tolerance left a relative
+    residual of 7.2e-8 (ConvergenceError at rtol 1e-8); the tighter second solve certifies it."""
+    from eigrad.testing import planted
+
+    vals = [0.0, 1.0, 2.0, 3.0] + [4.0 + 0.5 * i for i in range(26)]
+    p = planted(vals, B="random", seed=0, cond=5.0)
+    op = lambda M: eigrad.FunctionOperator(lambda X, M: M @ X, (M,), tuple(M.shape))  # noqa: E731
+    L, X = eigrad.eigsh(op(p.A), 2, B=op(p.B), solver="arpack")
+    np.testing.assert_allclose(L.numpy(), [0.0, 1.0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose((X.T @ p.B @ X).numpy(), np.eye(2), atol=1e-9)
