@@ -5,6 +5,7 @@ No numerics here.
 
 from __future__ import annotations
 
+import contextvars
 from typing import NamedTuple
 
 import torch
@@ -125,8 +126,13 @@ def _check_operator_pair(A: LinearOperator, B: LinearOperator | None) -> None:
         raise ValueError(f"A is on {A.device} but B is on {B.device}; move them to one device.")
 
 
-def _recorded(s, info, progress):
-    """The solver wrapped to fill ``info`` and show progress (eigsh_ex, progress=True), else as is."""
+#: the EigshInfo that eigsh_ex's call of eigsh fills (None outside eigsh_ex)
+_RECORDING: contextvars.ContextVar = contextvars.ContextVar("eigrad_recording", default=None)
+
+
+def _recorded(s, progress: bool):
+    """The solver wrapped to fill eigsh_ex's info and show progress, else ``s`` itself (plain eigsh)."""
+    info = _RECORDING.get()
     return s if info is None and not progress else Recorded(s, info, progress)
 
 
@@ -135,11 +141,11 @@ def _check_progress(progress) -> None:
         raise TypeError(f"progress must be a bool, received {type(progress).__name__} {progress!r}.")
 
 
-def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, info=None, progress=False):
+def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progress=False):
     """``(cfg, tensors)`` for the operator autograd Functions (``OperatorEig``, the spectral
     functions): inputs converted and checked, solver chosen, operators flattened.
-    ``k=None`` asks for all n eigenpairs of the materialized matrix. ``info``/``progress``:
-    see :func:`_recorded`."""
+    ``k=None`` asks for all n eigenpairs of the materialized matrix. ``progress``: see
+    :func:`_recorded`."""
     Aop = as_operator(A, name="A")
     Bop = None if B is None else as_operator(B, name="B")
     _check_operator_pair(Aop, Bop)
@@ -154,7 +160,7 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, info=No
             f"X0 must be a tensor of shape (n, m) = ({n}, m) of starting vectors; received "
             f"{tuple(X0.shape) if torch.is_tensor(X0) else type(X0).__name__}."
         )
-    s = _recorded(_operator_solver(solver, Aop, Bop, n, preconditioner), info, progress)
+    s = _recorded(_operator_solver(solver, Aop, Bop, n, preconditioner), progress)
     tA, spec_A = Aop.flatten()
     tB, spec_B = ((), None) if Bop is None else Bop.flatten()
     cfg = OperatorConfig(k, largest, s, opts, spec_A, len(tA), spec_B,
@@ -162,9 +168,9 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, info=No
     return cfg, (*tA, *tB)
 
 
-def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts, info=None, progress=False) -> "EigResult":
+def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts, progress=False) -> "EigResult":
     """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
-    cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, info, progress)
+    cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progress)
     out = OperatorEig.apply(cfg, *tensors)
     return EigResult(out[0], out[1])
 
@@ -253,7 +259,7 @@ def eigsh(
         ``"dense"``/``"lapack"`` on the materialized matrix; ``"auto"``
         materializes for ``n <= 200`` and otherwise takes ARPACK on the CPU,
         LOBPCG elsewhere. An eigensolver instance configures the forward
-        (tolerance, iteration cap, block size, shift, seed): e.g.
+        (tolerance, iteration cap, basis or block size, seed): e.g.
         ``eigrad.solvers.Arpack(rtol=1e-10)``, ``eigrad.solvers.LOBPCG(block_size=24)``
         (the classes of :mod:`eigrad.solvers`, docs/guide.md).
     X0 : Tensor (n, m), optional
@@ -293,21 +299,16 @@ def eigsh(
     ``linsolve_rtol`` raises :class:`eigrad.ConvergenceError`. The gradient
     reaches the operators' tensors through one VJP of ``θ ↦ A(θ) X``.
     """
-    return _eigsh(A, k, B, largest, solver, X0, preconditioner, progress, backward, None)
-
-
-def _eigsh(A, k, B, largest, solver, X0, preconditioner, progress, backward, info) -> EigResult:
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
     _check_progress(progress)
     if not _is_dense_tensor(A) or (B is not None and not _is_dense_tensor(B)):
-        return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward),
-                               info, progress)
+        return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward), progress)
     _check_dense_inputs(A, B)
     n = A.shape[-1]
     k = check_k(k, n)
     opts = _backward_options(backward)
-    s = _recorded(_dense_solver(solver, A, n, k), info, progress)
+    s = _recorded(_dense_solver(solver, A, n, k), progress)
     out = DenseEig.apply(A, B, k, largest, s, opts)
     return EigResult(out[0], out[1])
 
@@ -360,5 +361,10 @@ def eigsh_ex(
     >>> info.backward[-1].iterations, info.backward[-1].residuals  # doctest: +SKIP
     """
     info = EigshInfo()
-    L, X = _eigsh(A, k, B, largest, solver, X0, preconditioner, progress, backward, info)
+    token = _RECORDING.set(info)  # read by _recorded inside this call only
+    try:
+        L, X = eigsh(A, k, B=B, largest=largest, solver=solver, X0=X0, preconditioner=preconditioner,
+                     progress=progress, backward=backward)
+    finally:
+        _RECORDING.reset(token)
     return EigshExResult(L, X, info)
