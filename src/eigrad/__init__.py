@@ -1,12 +1,17 @@
 """eigrad: exact derivatives of symmetric and generalized eigendecompositions."""
 
+from . import solvers as solvers
 from ._api import EigResult as EigResult
+from ._api import EigshExResult as EigshExResult
 from ._api import eigh as eigh
 from ._api import eigsh as eigsh
+from ._api import eigsh_ex as eigsh_ex
 from ._errors import ConvergenceError as ConvergenceError
 from ._errors import ConvergenceWarning as ConvergenceWarning
 from ._errors import GaugeError as GaugeError
 from ._errors import GaugeWarning as GaugeWarning
+from ._info import BackwardSolveInfo as BackwardSolveInfo
+from ._info import EigshInfo as EigshInfo
 from ._options import BackwardOptions as BackwardOptions
 from .operators import FunctionOperator as FunctionOperator
 from .operators import LinearOperator as LinearOperator

@@ -5,10 +5,12 @@ No numerics here.
 
 from __future__ import annotations
 
+import contextvars
 from typing import NamedTuple
 
 import torch
 
+from ._info import EigshInfo, Recorded
 from ._options import BackwardOptions
 from ._validation import check_dense_matrix, check_k, check_pair
 from .autodiff._dense_function import DenseEig
@@ -23,6 +25,14 @@ class EigResult(NamedTuple):
 
     eigenvalues: torch.Tensor
     eigenvectors: torch.Tensor
+
+
+class EigshExResult(NamedTuple):
+    """``(eigenvalues, eigenvectors, info)`` of :func:`eigsh_ex` (torch's ``_ex`` convention)."""
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    info: EigshInfo
 
 
 #: below this size the full ``torch.linalg.eigh`` beats the LAPACK subset route
@@ -116,10 +126,26 @@ def _check_operator_pair(A: LinearOperator, B: LinearOperator | None) -> None:
         raise ValueError(f"A is on {A.device} but B is on {B.device}; move them to one device.")
 
 
-def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts):
+#: the EigshInfo that eigsh_ex's call of eigsh fills (None outside eigsh_ex)
+_RECORDING: contextvars.ContextVar = contextvars.ContextVar("eigrad_recording", default=None)
+
+
+def _recorded(s, progress: bool):
+    """The solver wrapped to fill eigsh_ex's info and show progress, else ``s`` itself (plain eigsh)."""
+    info = _RECORDING.get()
+    return s if info is None and not progress else Recorded(s, info, progress)
+
+
+def _check_progress(progress) -> None:
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, received {type(progress).__name__} {progress!r}.")
+
+
+def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progress=False):
     """``(cfg, tensors)`` for the operator autograd Functions (``OperatorEig``, the spectral
     functions): inputs converted and checked, solver chosen, operators flattened.
-    ``k=None`` asks for all n eigenpairs of the materialized matrix."""
+    ``k=None`` asks for all n eigenpairs of the materialized matrix. ``progress``: see
+    :func:`_recorded`."""
     Aop = as_operator(A, name="A")
     Bop = None if B is None else as_operator(B, name="B")
     _check_operator_pair(Aop, Bop)
@@ -134,7 +160,7 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts):
             f"X0 must be a tensor of shape (n, m) = ({n}, m) of starting vectors; received "
             f"{tuple(X0.shape) if torch.is_tensor(X0) else type(X0).__name__}."
         )
-    s = _operator_solver(solver, Aop, Bop, n, preconditioner)
+    s = _recorded(_operator_solver(solver, Aop, Bop, n, preconditioner), progress)
     tA, spec_A = Aop.flatten()
     tB, spec_B = ((), None) if Bop is None else Bop.flatten()
     cfg = OperatorConfig(k, largest, s, opts, spec_A, len(tA), spec_B,
@@ -142,9 +168,9 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts):
     return cfg, (*tA, *tB)
 
 
-def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts) -> "EigResult":
+def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts, progress=False) -> "EigResult":
     """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
-    cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts)
+    cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progress)
     out = OperatorEig.apply(cfg, *tensors)
     return EigResult(out[0], out[1])
 
@@ -202,6 +228,7 @@ def eigsh(
     solver: str = "auto",
     X0: torch.Tensor | None = None,
     preconditioner=None,
+    progress: bool = False,
     backward: BackwardOptions | None = None,
 ) -> EigResult:
     """The k smallest (or largest) eigenpairs of ``A X = B X Λ``, ``Xᵀ B X = I``.
@@ -231,13 +258,24 @@ def eigsh(
         ``"arpack"``, ``"primme"``, ``"lobpcg"`` where available, or
         ``"dense"``/``"lapack"`` on the materialized matrix; ``"auto"``
         materializes for ``n <= 200`` and otherwise takes ARPACK on the CPU,
-        LOBPCG elsewhere. An eigensolver instance may be passed instead.
+        LOBPCG elsewhere. An eigensolver instance configures the forward
+        (tolerance, iteration cap, basis or block size, seed): e.g.
+        ``eigrad.solvers.Arpack(rtol=1e-10)``, ``eigrad.solvers.LOBPCG(block_size=24)``
+        (the classes of :mod:`eigrad.solvers`, docs/guide.md).
     X0 : Tensor (n, m), optional
         Starting vectors for iterative solvers; ignored by the dense ones.
     preconditioner : callable, LinearOperator or Tensor, optional
         For iterative solvers (``X -> T X``, SPD, approximating
         ``(A - σB)⁻¹``); ignored by the dense ones. The backward's shifted
         solves take theirs from ``BackwardOptions(linsolve_preconditioner=)``.
+    progress : bool
+        Report the progress of iterative solves, forward and backward
+        (iteration, converged pairs or columns, worst residual, operator
+        applications): a tqdm bar when ``tqdm`` is installed, else a line on
+        stderr at most once a second and one when each solve ends. ARPACK and
+        PRIMME report their operator applications only (scipy's and PRIMME's
+        loops do not expose more). A no-op for dense solvers and the direct
+        backward routes (nothing iterates). Default: silent.
     backward : BackwardOptions, optional
         Degeneracy tolerances, gauge policy, number of guard eigenvalues, and
         for operators the backward's MINRES tolerance, iteration cap and
@@ -263,12 +301,70 @@ def eigsh(
     """
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
+    _check_progress(progress)
     if not _is_dense_tensor(A) or (B is not None and not _is_dense_tensor(B)):
-        return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward))
+        return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward), progress)
     _check_dense_inputs(A, B)
     n = A.shape[-1]
     k = check_k(k, n)
     opts = _backward_options(backward)
-    s = _dense_solver(solver, A, n, k)
+    s = _recorded(_dense_solver(solver, A, n, k), progress)
     out = DenseEig.apply(A, B, k, largest, s, opts)
     return EigResult(out[0], out[1])
+
+
+def eigsh_ex(
+    A,
+    k: int,
+    *,
+    B=None,
+    largest: bool = False,
+    solver: str = "auto",
+    X0: torch.Tensor | None = None,
+    preconditioner=None,
+    progress: bool = False,
+    backward: BackwardOptions | None = None,
+) -> EigshExResult:
+    """:func:`eigsh` with solve statistics: ``(eigenvalues, eigenvectors, info)``.
+
+    Takes exactly :func:`eigsh`'s arguments and returns the same eigenpairs
+    (and the same derivatives), plus an :class:`eigrad.EigshInfo` (torch's
+    ``_ex`` convention, as ``torch.linalg.eigh`` / ``cholesky_ex``).
+
+    Returns
+    -------
+    EigshExResult
+        ``eigenvalues (*batch, k)``, ``eigenvectors (*batch, n, k)``, and
+        ``info`` with ``solver``, ``converged``, ``status``, ``iterations``,
+        ``matvecs``, ``residuals`` (per pair), ``guard_eigenvalues``, ``time``
+        (forward seconds); ``info.backward`` is filled in by the backward:
+        one :class:`eigrad.BackwardSolveInfo` per shifted solve (solver
+        ``"minres"`` with iterations, operator applications and the true
+        relative residual per column, or the direct routes
+        ``"eigenbasis"``/``"tridiagonal"``, and the time).
+
+    Notes
+    -----
+    A non-converged forward still raises :class:`eigrad.ConvergenceError`
+    (its ``solution`` holds the best iterate) unless the solver instance was
+    built with ``on_failure="warn"``; ``info.converged`` and ``info.status``
+    then say what was missed. The statistics are plain Python numbers and
+    detached tensors, recorded when the solves run: under ``torch.func.vmap``
+    the entries of one call accumulate over the vmapped problems. Plain
+    :func:`eigsh` records nothing.
+
+    Examples
+    --------
+    >>> L, X, info = eigrad.eigsh_ex(A, 4)                 # doctest: +SKIP
+    >>> info.solver, info.matvecs, info.residuals.max()    # doctest: +SKIP
+    >>> (X[:, 0] ** 4).sum().backward()                    # doctest: +SKIP
+    >>> info.backward[-1].iterations, info.backward[-1].residuals  # doctest: +SKIP
+    """
+    info = EigshInfo()
+    token = _RECORDING.set(info)  # read by _recorded inside this call only
+    try:
+        L, X = eigsh(A, k, B=B, largest=largest, solver=solver, X0=X0, preconditioner=preconditioner,
+                     progress=progress, backward=backward)
+    finally:
+        _RECORDING.reset(token)
+    return EigshExResult(L, X, info)

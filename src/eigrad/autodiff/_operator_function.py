@@ -22,6 +22,7 @@ import dataclasses
 
 import torch
 
+from .._info import Recorded, RecordedFactory
 from .._options import BackwardOptions
 from ..linsolve._minres import MinresFactory
 from ..operators import DenseOperator, OperatorSpec
@@ -145,10 +146,13 @@ def backward_factory(cfg: OperatorConfig, has_handle: bool, dtype):
     if has_handle:
         return cfg.solver.handle_factory
     opts = cfg.opts
-    return MinresFactory(
+    factory = MinresFactory(
         cfg.spec_A, cfg.n_A, cfg.spec_B, rtol=opts.resolved_linsolve_rtol(dtype),
         maxiter=opts.linsolve_maxiter, preconditioner=opts.linsolve_preconditioner,
     )
+    if isinstance(cfg.solver, Recorded):  # eigsh_ex / progress=True: the backward reports too
+        factory = RecordedFactory(factory, cfg.solver.info, cfg.solver.progress)
+    return factory
 
 
 def backward_handle(handle, tensors, LE):

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import torch
 
+from .. import _monitor
 from .._errors import ConvergenceError, ConvergenceWarning
 from ..operators import LinearOperator
 from ._base import EigSolution
@@ -208,6 +209,9 @@ class NumpyBridge:
         X = torch.from_numpy(np.ascontiguousarray(x).reshape(self.n, -1)).to(self.op.device, self.op.dtype)
         self._record(X)
         self.count += X.shape[-1]
+        mon = _monitor.active()
+        if mon is not None:  # eigsh_ex / progress=True: scipy's solvers report nothing else mid-run
+            mon.add_matvecs(X.shape[-1])
         return self.op.matmat(X).cpu().numpy()
 
     def _mv(self, x: np.ndarray) -> np.ndarray:

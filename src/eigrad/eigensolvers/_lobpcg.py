@@ -31,6 +31,7 @@ import math
 
 import torch
 
+from .. import _monitor
 from ._iterative import (
     apply_B,
     as_apply,
@@ -208,6 +209,11 @@ def _iterate(A, B, T, X, nw, rtol, maxiter):
     for it in range(1, maxiter + 1):
         R, rho = _residual_test(AX, BX, theta, nu)
         conv = rho <= rtol
+        mon = _monitor.active()
+        if mon is not None:  # eigsh_ex / progress=True
+            wanted = rho[..., :nw]  # the k + n_guard pairs (the rest of the block is a buffer)
+            mon.report(iteration=it, converged=int((wanted <= rtol).sum()), total=wanted.numel(),
+                       residual=float(wanted.max()) if wanted.numel() else 0.0, matvecs=n_mv)
         if bool(conv[..., :nw].all()):
             # confirm on fresh products (recurrences drift); this also re-orthonormalizes X
             theta, X, AX, BX, used = _orthonormal_block(A, B, X, it + 1)

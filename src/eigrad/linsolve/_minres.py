@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from .. import _monitor
 from .._errors import ConvergenceError
 from ..operators import LinearOperator, OperatorSpec
 
@@ -121,10 +122,15 @@ class ProjectedMinres:
         self.precond = preconditioner_apply(preconditioner)
         self.deflate = deflate and evals is not None
         self.max_restarts = max_restarts
+        #: statistics of the last call: iterations, operator applications (columns), and the
+        #: true relative residual of every column (eigsh_ex's BackwardSolveInfo)
         self.n_iter = 0
+        self.n_matvec = 0
+        self.relative_residuals = None
 
     # Operator pieces -------------------------------------------------------
     def _K(self, V, shifts, track=True):  # (A - λ_j B) v_j for every column
+        self.n_matvec += V.shape[-1]
         AV = self.A.matmat(V)
         BV = V if self.B is None else self.B.matmat(V)
         if not track:
@@ -148,6 +154,8 @@ class ProjectedMinres:
             return Y.reshape(n, *batch, c).movedim(0, -2)
         with torch.no_grad():
             self._knorm = torch.zeros((), dtype=R.dtype, device=R.device)
+            self.n_matvec = 0
+            self._progress_base = (0, 0, R.shape[-1])
             return self._solve(R, shifts, X, M)
 
     def _solve(self, R, shifts, X, M):
@@ -171,6 +179,7 @@ class ProjectedMinres:
                 break
             sel = lambda t: t.index_select(-1, cols)  # noqa: E731
             res_c = torch.where(_col(sel(done)), torch.zeros_like(sel(res)), sel(res))
+            self._progress_base = (iters, int(done.sum()), done.numel())
             dY, n_it, hit_max = self._deflated(res_c, sel(shifts), X, BX, sel(Mg), sel(Mz), sel(tau),
                                                self.maxiter - iters)
             iters += n_it
@@ -193,8 +202,9 @@ class ProjectedMinres:
             ratio = (sel(target) / new_norm.clamp_min(torch.finfo(dtype).tiny)).clamp(max=1.0)
             tau = tau.index_copy(-1, cols, (sel(tau) * 0.5 * ratio).clamp_min(4 * eps))
         self.n_iter = iters
+        rel = res_norm / rnorm.clamp_min(torch.finfo(dtype).tiny)
+        self.relative_residuals = rel
         if not bool(done.all()):
-            rel = res_norm / rnorm.clamp_min(torch.finfo(dtype).tiny)
             worst = float(rel.max())
             why = (f"reached maxiter={self.maxiter}" if hit_max else
                    "stagnated (the true residual stopped decreasing across restarts)")
@@ -296,6 +306,13 @@ class ProjectedMinres:
             w = v.addcmul_(w1, _col(-oldeps)).addcmul_(w2, _col(-delta)).mul_(_col(1.0 / gamma))
             s["x"].addcmul_(w, _col(phi))
             conv = s["conv"] | (phibar.abs() <= s["tau"] * s["beta1"]) | (beta == 0)
+            mon = _monitor.active()
+            if mon is not None:  # eigsh_ex / progress=True: the recurrence's estimates
+                est = phibar.abs() / s["beta1"].clamp_min(torch.finfo(dtype).tiny)
+                it0, done0, total = self._progress_base
+                active = int(out.shape[-1] - cols.numel() + conv.reshape(-1, conv.shape[-1]).all(0).sum())
+                mon.report(iteration=it0 + itn, converged=done0 + active, total=total,
+                           residual=float(est.max()) if est.numel() else 0.0, matvecs=self.n_matvec)
             s.update(r1=r1, r2=r2, yv=yv, w=w, w2=w2, beta=beta, oldb=oldb, dbar=dbar, epsln=epsln,
                      phibar=phibar, cs=cs, sn=sn, conv=conv)
         if cols.numel():

@@ -16,6 +16,8 @@ the product.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse
 import torch
@@ -96,6 +98,70 @@ def _under_transform() -> bool:
     return _functorch.peek_interpreter_stack() is not None
 
 
+#: the autograd nodes of torch's sparse constructors (``torch.sparse_csr_tensor``, ``torch.sparse_coo_tensor``)
+_CONSTRUCTOR_NODES = ("SparseCompressedTensorBackward", "SparseCsrTensorBackward", "SparseCooTensorWithDimsAndTensorsBackward")
+#: warn when torch's CSR constructor would densify a gradient larger than this (bytes)
+_DENSE_GRADIENT_WARN_BYTES = 256 * 2**20
+
+
+def constructor_leaf(A: torch.Tensor) -> torch.Tensor | None:
+    """The leaf ``values`` tensor a sparse ``A`` was built from, or ``None``.
+
+    ``A = torch.sparse_csr_tensor(crow, col, values, size)`` (or the COO
+    constructor) with ``values`` a leaf that requires grad: ``A.grad_fn`` is the
+    constructor's node, whose only input edge is ``values``' AccumulateGrad.
+    Taking ``values`` as the operator's tensor routes the gradient around that
+    node (torch's CSR formula is ``grad.to_dense().sparse_mask(result).values()``,
+    an ``n × n`` allocation; neither constructor's backward is differentiable).
+    """
+    if not _plain(A) or not torch.is_grad_enabled():
+        return None
+    node = A.grad_fn
+    if node is None or not type(node).__name__.startswith(_CONSTRUCTOR_NODES):
+        return None
+    edges = [e for e in node.next_functions if e[0] is not None]
+    if len(edges) != 1 or not hasattr(edges[0][0], "variable"):
+        return None
+    leaf = edges[0][0].variable
+    stored = A.values() if A.layout == torch.sparse_csr else A._values()
+    if leaf.shape != stored.shape or leaf.dtype != stored.dtype or leaf.device != stored.device:
+        return None
+    return leaf
+
+
+def _coalesce_coo(indices: torch.Tensor, values: torch.Tensor, n: int) -> tuple[SparsePattern, torch.Tensor]:
+    """The CSR pattern of COO ``indices`` and the values in its order (duplicates summed):
+    an O(nnz) index_add, differentiable to any order in ``values``."""
+    key = indices[0].to(torch.int64) * n + indices[1].to(torch.int64)
+    uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    row, col = uniq // n, uniq % n
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=indices.device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
+    if uniq.shape[0] == key.shape[0] and bool((inverse == torch.arange(key.shape[0], device=key.device)).all()):
+        out = values  # already coalesced: the user's tensor itself
+    else:
+        out = values.new_zeros(uniq.shape[0]).index_add(0, inverse, values)
+    return SparsePattern(crow, col, n), out
+
+
+def _warn_dense_csr_gradient(A: torch.Tensor) -> None:
+    if not (A.requires_grad and torch.is_grad_enabled() and A.grad_fn is not None):
+        return
+    if not type(A.grad_fn).__name__.startswith(_CONSTRUCTOR_NODES):
+        return
+    size = A.shape[0] * A.shape[1] * A.element_size()
+    if size > _DENSE_GRADIENT_WARN_BYTES:
+        warnings.warn(
+            f"eigrad: A is a sparse CSR tensor built from values that are not a leaf tensor; torch's CSR "
+            f"constructor turns their gradient into a dense {A.shape[0]}×{A.shape[1]} matrix "
+            f"({size / 2**30:.1f} GiB, pytorch gh-107381). Build the CSR tensor from a leaf values tensor "
+            "(eigrad then routes the gradient around the constructor), or build a COO tensor "
+            "(torch.sparse_coo_tensor) from the same values.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _column_chunks(nnz: int, m: int):
     step = max(1, _CHUNK_ELEMENTS // max(nnz, 1))
     return [(s, min(s + step, m)) for s in range(0, m, step)]
@@ -114,6 +180,17 @@ class SparseOperator(LinearOperator):
 
     Notes
     -----
+    When ``A`` was built by ``torch.sparse_csr_tensor`` / ``torch.sparse_coo_tensor``
+    from a leaf ``values`` tensor that requires grad, the operator takes that
+    leaf itself as its differentiable tensor, so the gradient reaches
+    ``values`` without passing through the constructor's backward: torch's
+    CSR constructor turns the gradient of its values into a dense ``(n, n)``
+    matrix (pytorch gh-107381; 512 GiB at n = 262144), and neither constructor
+    is twice differentiable. First and second derivatives then cost
+    ``O(nnz)``. Values that are not a leaf (``values = f(θ)``) go through the
+    constructor: O(nnz) for COO, dense ``n × n`` for CSR (a warning says so
+    when that matrix would exceed 256 MiB).
+
     ``flatten()`` returns ``(values,)`` in CSR order; the pattern is part of
     the spec. Batched sparse tensors are not supported.
     """
@@ -128,13 +205,17 @@ class SparseOperator(LinearOperator):
                     f"{tuple(A.shape)} with sparse_dim={A.sparse_dim()}, dense_dim={A.dense_dim()}. "
                     "Batched sparse operators are not supported: pass one (n, n) matrix."
                 )
-            A = A.coalesce()
-            idx = A.indices()
+            leaf = constructor_leaf(A)
             n = A.shape[-1]
-            crow = torch.zeros(n + 1, dtype=torch.int64, device=idx.device)
-            crow[1:] = torch.cumsum(torch.bincount(idx[0], minlength=n), 0)
-            pattern = SparsePattern(crow, idx[1], n)
-            values = A.values()
+            if leaf is not None:  # values straight from the user's leaf (see constructor_leaf)
+                pattern, values = _coalesce_coo(A._indices(), leaf, n)
+            else:
+                A = A.coalesce()
+                idx = A.indices()
+                crow = torch.zeros(n + 1, dtype=torch.int64, device=idx.device)
+                crow[1:] = torch.cumsum(torch.bincount(idx[0], minlength=n), 0)
+                pattern = SparsePattern(crow, idx[1], n)
+                values = A.values()
         elif A.layout == torch.sparse_csr:
             if A.dim() != 2:
                 raise ValueError(
@@ -143,7 +224,10 @@ class SparseOperator(LinearOperator):
                 )
             n = A.shape[-1]
             pattern = SparsePattern(A.crow_indices(), A.col_indices(), n)
-            values = A.values()
+            leaf = constructor_leaf(A)
+            if leaf is None:
+                _warn_dense_csr_gradient(A)
+            values = A.values() if leaf is None else leaf
         else:
             raise TypeError(
                 f"SparseOperator takes a torch sparse COO or CSR tensor; received layout {A.layout}. "

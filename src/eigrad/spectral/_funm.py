@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .._api import _backward_options, _dense_solver, _operator_config
+from .._api import _backward_options, _check_progress, _dense_solver, _operator_config
 from .._options import BackwardOptions
 from .._validation import check_dense_matrix, check_k, check_pair
 from ..eigensolvers import DenseEigh
@@ -46,7 +46,7 @@ def _is_dense(M) -> bool:
     return torch.is_tensor(M) and M.layout == torch.strided
 
 
-def _apply_operator(A, fn, k, B, largest, solver, backward) -> torch.Tensor:
+def _apply_operator(A, fn, k, B, largest, solver, backward, progress=False) -> torch.Tensor:
     """Sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors (docs/spectral.md)."""
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
@@ -59,13 +59,13 @@ def _apply_operator(A, fn, k, B, largest, solver, backward) -> torch.Tensor:
             "largest=True) eigenpairs that f should act on (F = X_k f(Λ_k) X_kᵀ, exact derivatives by "
             "projected MINRES), or pass A.to_dense() if you do want the full matrix function."
         )
-    cfg, tensors = _operator_config(A, k, B, largest, solver, None, None, opts)
+    cfg, tensors = _operator_config(A, k, B, largest, solver, None, None, opts, progress=progress)
     return operator_spectral(cfg, fn, tensors, n)
 
 
-def _apply(A, fn: SpectralFn, k, B, largest, solver, backward) -> torch.Tensor:
+def _apply(A, fn: SpectralFn, k, B, largest, solver, backward, progress=False) -> torch.Tensor:
     if not _is_dense(A) or (B is not None and not _is_dense(B)):
-        return _apply_operator(A, fn, k, B, largest, solver, backward)
+        return _apply_operator(A, fn, k, B, largest, solver, backward, progress)
     _check_inputs(A, B)
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
@@ -90,6 +90,7 @@ def funm(
     B: torch.Tensor | None = None,
     largest: bool = False,
     solver: str = "auto",
+    progress: bool = False,
     backward: BackwardOptions | None = None,
 ) -> torch.Tensor:
     """``X f(Λ) Xᵀ`` over all eigenpairs of symmetric ``A`` (or the k smallest/largest).
@@ -117,6 +118,10 @@ def funm(
         Forward eigensolver, as for :func:`eigrad.eigsh` (``"auto"`` takes the
         full ``torch.linalg.eigh`` when ``k`` is ``None``; operators also
         ``"arpack"``, ``"primme"``, ``"lobpcg"``).
+    progress : bool
+        For operators solved iteratively: report the forward eigensolve and
+        the backward's shifted solves as :func:`eigrad.eigsh` does (tqdm bar
+        or stderr lines). A no-op for dense tensors. Default: silent.
     backward : BackwardOptions, optional
         Degeneracy tolerances, gauge policy (for ``k`` cutting a cluster),
         broadening.
@@ -139,8 +144,9 @@ def funm(
     """
     if _is_dense(A):
         _check_inputs(A, B)
+    _check_progress(progress)
     dtype = A.dtype if _is_dense(A) else as_operator(A, name="A").dtype
-    return _apply(A, as_spectral_fn(f, dtype), k, B, largest, solver, backward)
+    return _apply(A, as_spectral_fn(f, dtype), k, B, largest, solver, backward, progress)
 
 
 funm.__doc__ += _B_MEANING
