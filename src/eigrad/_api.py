@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 
 from ._options import BackwardOptions
-from ._validation import check_dense_matrix, check_k, check_pair
+from ._validation import check_dense_matrix, check_k, check_pair, promote_pair
 from .autodiff._dense_function import DenseEig
 from .autodiff._operator_function import OperatorConfig, OperatorEig
 from .eigensolvers import DenseEigh, LapackSubset
@@ -150,15 +150,18 @@ def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts) -> "EigR
 
 
 def _check_dense_inputs(A, B):
-    check_dense_matrix("A", A)
+    """Checked dense ``(A, B)`` in one dtype (a real ``B`` with a complex ``A``, or the reverse, of the
+    same precision is promoted to complex, as ``torch.promote_types`` does)."""
+    check_dense_matrix("A", A, allow_complex=True)
     if A.is_sparse or A.layout != torch.strided:
         raise TypeError(
             f"A has layout {A.layout}; eigrad.eigh takes dense matrices. For a sparse matrix or an "
             "operator call eigrad.eigsh(A, k), which accepts them."
         )
     if B is not None:
-        check_dense_matrix("B", B)
+        check_dense_matrix("B", B, allow_complex=True)
         check_pair(A, B)
+    return promote_pair(A, B)
 
 
 def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOptions | None = None) -> EigResult:
@@ -186,7 +189,7 @@ def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOp
     :class:`eigrad.GaugeWarning` otherwise. The gradient with respect to ``A``
     is symmetric (``A`` is read as ``(A + Aᵀ)/2``).
     """
-    _check_dense_inputs(A, B)
+    A, B = _check_dense_inputs(A, B)
     n = A.shape[-1]
     opts = _backward_options(backward)
     out = DenseEig.apply(A, B, n, False, DenseEigh(), opts)
@@ -265,7 +268,7 @@ def eigsh(
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
     if not _is_dense_tensor(A) or (B is not None and not _is_dense_tensor(B)):
         return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward))
-    _check_dense_inputs(A, B)
+    A, B = _check_dense_inputs(A, B)
     n = A.shape[-1]
     k = check_k(k, n)
     opts = _backward_options(backward)
