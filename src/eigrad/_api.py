@@ -165,21 +165,26 @@ def _check_dense_inputs(A, B):
 
 
 def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOptions | None = None) -> EigResult:
-    """All eigenpairs of ``A X = B X Λ``, ``Xᵀ B X = I``: a drop-in for ``torch.linalg.eigh``.
+    """All eigenpairs of ``A X = B X Λ``, ``Xᴴ B X = I``: a drop-in for ``torch.linalg.eigh``.
 
     Parameters
     ----------
     A : Tensor (*batch, n, n)
-        Real symmetric, float32 or float64.
+        Real symmetric (float32, float64) or complex Hermitian (complex64,
+        complex128).
     B : Tensor (*batch, n, n), optional
-        Symmetric positive definite mass matrix; ``None`` for ``B = I``.
+        Symmetric (complex: Hermitian) positive definite mass matrix; ``None``
+        for ``B = I``. A real ``B`` with a complex ``A`` (or the reverse) of the
+        same precision is promoted to complex; mixed precisions raise
+        ``TypeError``.
     backward : BackwardOptions, optional
         Degeneracy tolerances and the gauge policy for derivatives.
 
     Returns
     -------
     EigResult
-        ``eigenvalues (*batch, n)`` ascending, ``eigenvectors (*batch, n, n)``.
+        ``eigenvalues (*batch, n)`` ascending (real, also for complex input:
+        float64 for complex128), ``eigenvectors (*batch, n, n)``.
 
     Notes
     -----
@@ -187,7 +192,12 @@ def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOp
     whole eigenbasis: exact at repeated eigenvalues for losses that satisfy the
     two conditions (basis invariance, uniform eigenvalue cotangent), and a
     :class:`eigrad.GaugeWarning` otherwise. The gradient with respect to ``A``
-    is symmetric (``A`` is read as ``(A + Aᵀ)/2``).
+    is symmetric (``A`` is read as ``(A + Aᵀ)/2``); for complex input it is
+    Hermitian (``A`` read as ``(A + Aᴴ)/2``, PyTorch's convention
+    ``dL = Re tr(Āᴴ dA)``), and a loss that depends on an eigenvector's phase
+    ``e^{iφ}`` (e.g. ``Re(cᴴ x_i)``) has no derivative, also at a simple
+    eigenvalue: it is reported like a basis-dependent loss (docs/guide.md,
+    "Complex Hermitian problems").
     """
     A, B = _check_dense_inputs(A, B)
     n = A.shape[-1]
@@ -207,12 +217,16 @@ def eigsh(
     preconditioner=None,
     backward: BackwardOptions | None = None,
 ) -> EigResult:
-    """The k smallest (or largest) eigenpairs of ``A X = B X Λ``, ``Xᵀ B X = I``.
+    """The k smallest (or largest) eigenpairs of ``A X = B X Λ``, ``Xᴴ B X = I``.
 
     Parameters
     ----------
     A : Tensor, sparse Tensor, LinearOperator, scipy.sparse matrix
-        Real symmetric, float32 or float64: a dense ``(*batch, n, n)``
+        Real symmetric, float32 or float64, or, for a dense tensor only,
+        complex Hermitian, complex64 or complex128 (both dense solvers; a real
+        ``B`` of the same precision is promoted to complex, as in
+        :func:`eigrad.eigh`; complex operators raise ``TypeError`` for now):
+        a dense ``(*batch, n, n)``
         tensor, a torch sparse COO/CSR ``(n, n)`` tensor (gradient to its
         stored values), an :class:`eigrad.LinearOperator` such as
         :class:`eigrad.FunctionOperator` or :class:`eigrad.ModuleOperator`
@@ -221,7 +235,8 @@ def eigsh(
     k : int
         Number of eigenpairs, ``1 <= k <= n``.
     B : same kinds as ``A``, optional
-        Symmetric positive definite; ``None`` for the standard problem.
+        Symmetric (complex: Hermitian) positive definite; ``None`` for the
+        standard problem.
     largest : bool
         ``False``: the k smallest; ``True``: the k largest. Eigenvalues are
         returned in ascending order in both cases.
@@ -249,10 +264,15 @@ def eigsh(
     Returns
     -------
     EigResult
-        ``eigenvalues (*batch, k)`` ascending, ``eigenvectors (*batch, n, k)``.
+        ``eigenvalues (*batch, k)`` ascending (real also for complex input),
+        ``eigenvectors (*batch, n, k)``.
 
     Notes
     -----
+    Complex Hermitian input: the same derivatives and checks as for
+    :func:`eigrad.eigh`, the eigenvector phase gauge included;
+    ``solver="lapack"`` reduces with ``hetrd`` to a real tridiagonal matrix.
+
     ``n_guard`` more eigenvalues are computed beyond the k-th to detect a
     degenerate cluster cut by ``k``; derivatives through a cut cluster do not
     exist and are reported by the gauge policy with the ``k`` values that
