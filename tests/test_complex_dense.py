@@ -487,3 +487,12 @@ def test_real_one_by_one_lapack_backward():
     L, X = eigrad.eigsh(A, 1, solver="lapack")
     (g,) = torch.autograd.grad(L.sum() + (X**2).sum(), A)
     assert float(g) == 1.0
+
+
+def test_legacy_batched_jacobian_of_eigenvalues():
+    """torch.autograd.functional.jacobian(vectorize=True) of the eigenvalues: no X̄, so no phase to check
+    (the check must not try to read the legacy batched cotangents); equal to torch's at a simple spectrum."""
+    A0 = random_hermitian(5, _gen(95))
+    J = torch.autograd.functional.jacobian(lambda A: eigrad.eigh(A).eigenvalues, A0, vectorize=True)
+    J_ref = torch.autograd.functional.jacobian(lambda A: torch.linalg.eigvalsh(A), A0, vectorize=True)
+    torch.testing.assert_close(J, J_ref, atol=1e-13, rtol=0)

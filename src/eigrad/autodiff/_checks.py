@@ -95,14 +95,17 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
     # under torch.func (jacrev: a vmapped backward) the saved tensors arrive wrapped as well
     L, X, labels, cut = concrete(L), concrete(X), concrete(labels), concrete(cut)
     sizes = torch.zeros_like(labels).scatter_add_(-1, labels, torch.ones_like(labels))
-    phases = X.is_complex()  # a complex eigenvector's phase is a gauge even at a simple eigenvalue
+    # a complex eigenvector's phase is a gauge even at a simple eigenvalue (only X̄ can depend on it)
+    phases = X.is_complex() and Xbar is not None
     if not bool((sizes > 1).any()) and not bool(cut.any()) and not phases:
         return  # every eigenvalue simple and none cut (and real): both conditions hold trivially
     try:
         Lbar, Xbar = concrete(Lbar), concrete(Xbar)
     except RuntimeError as err:  # PyTorch's legacy batched gradients have no values to inspect
         raise RuntimeError(
-            "eigrad cannot check whether the derivative exists at a repeated eigenvalue under "
+            "eigrad cannot check whether the derivative exists at a repeated eigenvalue"
+            + (" (or, for complex eigenvectors, whether the loss depends on their phase)" if phases else "")
+            + " under "
             "torch.autograd.grad(..., is_grads_batched=True) (also used by "
             "torch.autograd.functional.jacobian/hessian with vectorize=True): its batched cotangents "
             "cannot be inspected. Use torch.func.jacrev / torch.func.vmap, or vectorize=False."
