@@ -173,7 +173,7 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
             parts.append(
                 f"condition 1 (basis invariance) fails: the loss depends on the basis chosen inside the "
                 f"eigenspace{' (a unitary U(m) rotation, phases included)' if phases else ''}; "
-                f"‖skew(X_gᴴ X̄_g)‖ is {float(v1[b][c]):.2e} of the cotangent's size "
+                f"‖skew(X_g{'ᴴ' if phases else 'ᵀ'} X̄_g)‖ is {float(v1[b][c]):.2e} of the cotangent's size "
                 f"(tolerance {check_rtol:.1e})."
             )
         if float(v2[b][c]) > check_rtol:
