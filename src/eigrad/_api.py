@@ -12,7 +12,7 @@ import torch
 
 from ._info import EigshInfo, Recorded
 from ._options import BackwardOptions
-from ._validation import check_dense_matrix, check_k, check_pair
+from ._validation import check_dense_matrix, check_k, check_pair, promote_pair
 from .autodiff._dense_function import DenseEig
 from .autodiff._operator_function import OperatorConfig, OperatorEig
 from .eigensolvers import DenseEigh, LapackSubset
@@ -176,33 +176,41 @@ def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts, progress
 
 
 def _check_dense_inputs(A, B):
-    check_dense_matrix("A", A)
+    """Checked dense ``(A, B)`` in one dtype (a real ``B`` with a complex ``A``, or the reverse, of the
+    same precision is promoted to complex, as ``torch.promote_types`` does)."""
+    check_dense_matrix("A", A, allow_complex=True)
     if A.is_sparse or A.layout != torch.strided:
         raise TypeError(
             f"A has layout {A.layout}; eigrad.eigh takes dense matrices. For a sparse matrix or an "
             "operator call eigrad.eigsh(A, k), which accepts them."
         )
     if B is not None:
-        check_dense_matrix("B", B)
+        check_dense_matrix("B", B, allow_complex=True)
         check_pair(A, B)
+    return promote_pair(A, B)
 
 
 def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOptions | None = None) -> EigResult:
-    """All eigenpairs of ``A X = B X Λ``, ``Xᵀ B X = I``: a drop-in for ``torch.linalg.eigh``.
+    """All eigenpairs of ``A X = B X Λ``, ``Xᴴ B X = I``: a drop-in for ``torch.linalg.eigh``.
 
     Parameters
     ----------
     A : Tensor (*batch, n, n)
-        Real symmetric, float32 or float64.
+        Real symmetric (float32, float64) or complex Hermitian (complex64,
+        complex128).
     B : Tensor (*batch, n, n), optional
-        Symmetric positive definite mass matrix; ``None`` for ``B = I``.
+        Symmetric (complex: Hermitian) positive definite mass matrix; ``None``
+        for ``B = I``. A real ``B`` with a complex ``A`` (or the reverse) of the
+        same precision is promoted to complex; mixed precisions raise
+        ``TypeError``.
     backward : BackwardOptions, optional
         Degeneracy tolerances and the gauge policy for derivatives.
 
     Returns
     -------
     EigResult
-        ``eigenvalues (*batch, n)`` ascending, ``eigenvectors (*batch, n, n)``.
+        ``eigenvalues (*batch, n)`` ascending (real, also for complex input:
+        float64 for complex128), ``eigenvectors (*batch, n, n)``.
 
     Notes
     -----
@@ -210,9 +218,14 @@ def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOp
     whole eigenbasis: exact at repeated eigenvalues for losses that satisfy the
     two conditions (basis invariance, uniform eigenvalue cotangent), and a
     :class:`eigrad.GaugeWarning` otherwise. The gradient with respect to ``A``
-    is symmetric (``A`` is read as ``(A + Aᵀ)/2``).
+    is symmetric (``A`` is read as ``(A + Aᵀ)/2``); for complex input it is
+    Hermitian (``A`` read as ``(A + Aᴴ)/2``, PyTorch's convention
+    ``dL = Re tr(Āᴴ dA)``), and a loss that depends on an eigenvector's phase
+    ``e^{iφ}`` (e.g. ``Re(cᴴ x_i)``) has no derivative, also at a simple
+    eigenvalue: it is reported like a basis-dependent loss (docs/guide.md,
+    "Complex Hermitian problems").
     """
-    _check_dense_inputs(A, B)
+    A, B = _check_dense_inputs(A, B)
     n = A.shape[-1]
     opts = _backward_options(backward)
     out = DenseEig.apply(A, B, n, False, DenseEigh(), opts)
@@ -231,12 +244,16 @@ def eigsh(
     progress: bool = False,
     backward: BackwardOptions | None = None,
 ) -> EigResult:
-    """The k smallest (or largest) eigenpairs of ``A X = B X Λ``, ``Xᵀ B X = I``.
+    """The k smallest (or largest) eigenpairs of ``A X = B X Λ``, ``Xᴴ B X = I``.
 
     Parameters
     ----------
     A : Tensor, sparse Tensor, LinearOperator, scipy.sparse matrix
-        Real symmetric, float32 or float64: a dense ``(*batch, n, n)``
+        Real symmetric, float32 or float64, or, for a dense tensor only,
+        complex Hermitian, complex64 or complex128 (both dense solvers; a real
+        ``B`` of the same precision is promoted to complex, as in
+        :func:`eigrad.eigh`; complex operators raise ``TypeError`` for now):
+        a dense ``(*batch, n, n)``
         tensor, a torch sparse COO/CSR ``(n, n)`` tensor (gradient to its
         stored values), an :class:`eigrad.LinearOperator` such as
         :class:`eigrad.FunctionOperator` or :class:`eigrad.ModuleOperator`
@@ -245,7 +262,8 @@ def eigsh(
     k : int
         Number of eigenpairs, ``1 <= k <= n``.
     B : same kinds as ``A``, optional
-        Symmetric positive definite; ``None`` for the standard problem.
+        Symmetric (complex: Hermitian) positive definite; ``None`` for the
+        standard problem.
     largest : bool
         ``False``: the k smallest; ``True``: the k largest. Eigenvalues are
         returned in ascending order in both cases.
@@ -284,10 +302,15 @@ def eigsh(
     Returns
     -------
     EigResult
-        ``eigenvalues (*batch, k)`` ascending, ``eigenvectors (*batch, n, k)``.
+        ``eigenvalues (*batch, k)`` ascending (real also for complex input),
+        ``eigenvectors (*batch, n, k)``.
 
     Notes
     -----
+    Complex Hermitian input: the same derivatives and checks as for
+    :func:`eigrad.eigh`, the eigenvector phase gauge included;
+    ``solver="lapack"`` reduces with ``hetrd`` to a real tridiagonal matrix.
+
     ``n_guard`` more eigenvalues are computed beyond the k-th to detect a
     degenerate cluster cut by ``k``; derivatives through a cut cluster do not
     exist and are reported by the gauge policy with the ``k`` values that
@@ -304,7 +327,7 @@ def eigsh(
     _check_progress(progress)
     if not _is_dense_tensor(A) or (B is not None and not _is_dense_tensor(B)):
         return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward), progress)
-    _check_dense_inputs(A, B)
+    A, B = _check_dense_inputs(A, B)
     n = A.shape[-1]
     k = check_k(k, n)
     opts = _backward_options(backward)

@@ -5,23 +5,42 @@ from __future__ import annotations
 import torch
 
 
-def check_dense_matrix(name: str, M, *, allow_batch: bool = True) -> None:
-    """Type, dtype, rank and squareness of a dense matrix argument (no value checks)."""
+#: complex dtypes eigrad accepts where complex Hermitian input is supported, and their real precision
+_COMPLEX = {torch.complex64: torch.float32, torch.complex128: torch.float64}
+
+COMPLEX_OPERATORS_UNSUPPORTED = (
+    "complex operators are not supported yet; materialize to a dense tensor and call eigrad.eigh/eigsh"
+)
+
+
+def check_dense_matrix(name: str, M, *, allow_batch: bool = True, allow_complex: bool = False) -> None:
+    """Type, dtype, rank and squareness of a dense matrix argument (no value checks).
+
+    Real float32/float64; with ``allow_complex`` also complex64/complex128
+    (Hermitian problems: ``eigrad.eigh``, ``eigrad.eigsh`` on dense tensors).
+    """
     if not torch.is_tensor(M):
         raise TypeError(
             f"{name} must be a torch.Tensor (dense or sparse) or an eigrad.LinearOperator; "
             f"received {type(M).__name__}. Convert arrays with torch.as_tensor({name}, dtype=torch.float64)."
         )
     if M.is_complex():
-        raise TypeError(
-            f"{name} has complex dtype {M.dtype}; eigrad supports real symmetric problems only for now. "
-            f"Pass a real tensor (float32 or float64)."
-        )
-    if not M.is_floating_point():
+        if not allow_complex:
+            raise TypeError(
+                f"{name} has complex dtype {M.dtype}; this function supports real symmetric problems only "
+                f"for now. Pass a real tensor (float32 or float64); eigrad.eigh and eigrad.eigsh accept "
+                f"dense complex Hermitian matrices."
+            )
+        if M.dtype not in _COMPLEX:
+            raise TypeError(
+                f"{name} has dtype {M.dtype}; eigrad supports complex64 and complex128. "
+                f"Use {name}.to(torch.complex128)."
+            )
+    elif not M.is_floating_point():
         raise TypeError(
             f"{name} has dtype {M.dtype}; pass a floating-point tensor, e.g. {name}.to(torch.float64)."
         )
-    if M.dtype not in (torch.float32, torch.float64):
+    elif M.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} has dtype {M.dtype}; eigrad supports float32 and float64. Use {name}.double().")
     if M.dim() < 2:
         raise ValueError(
@@ -34,7 +53,10 @@ def check_dense_matrix(name: str, M, *, allow_batch: bool = True) -> None:
 
 
 def check_pair(A, B) -> None:
-    """``B`` matches ``A`` in size, batch shape, dtype and device."""
+    """``B`` matches ``A`` in size, batch shape, precision and device.
+
+    A real ``B`` with a complex ``A`` (or the reverse) of the same precision is
+    accepted; :func:`promote_pair` converts it."""
     if B.shape[-1] != A.shape[-1]:
         raise ValueError(
             f"B has shape {tuple(B.shape)} but A has shape {tuple(A.shape)}; B must be (..., n, n) "
@@ -47,10 +69,31 @@ def check_pair(A, B) -> None:
             f"the batch shapes of A {tuple(A.shape[:-2])} and B {tuple(B.shape[:-2])} do not broadcast; "
             "pass B with the batch shape of A, or a single (n, n) B for the whole batch."
         ) from None
-    if B.dtype != A.dtype:
-        raise TypeError(f"A has dtype {A.dtype} but B has dtype {B.dtype}; convert one, e.g. B.to(A.dtype).")
+    if _precision(A.dtype) != _precision(B.dtype):
+        mixed = (
+            " (a real matrix is promoted to complex only at the same precision: float64 with complex128, "
+            "float32 with complex64)" if A.is_complex() or B.is_complex() else ""
+        )
+        raise TypeError(
+            f"A has dtype {A.dtype} but B has dtype {B.dtype}{mixed}; convert one, e.g. B.to(A.dtype)."
+        )
     if B.device != A.device:
         raise ValueError(f"A is on {A.device} but B is on {B.device}; move them to one device, e.g. B.to(A.device).")
+
+
+def _precision(dtype: torch.dtype) -> torch.dtype:
+    return _COMPLEX.get(dtype, dtype)
+
+
+def promote_pair(A, B):
+    """``(A, B)`` in one dtype: a real matrix paired with a complex one of the same precision
+    (float64 with complex128, float32 with complex64) becomes complex, as ``torch.promote_types``
+    does; the conversion is differentiable (a real input gets the real part of its gradient).
+    Different precisions are refused by :func:`check_pair`."""
+    if B is None or B.dtype == A.dtype:
+        return A, B
+    dtype = torch.promote_types(A.dtype, B.dtype)
+    return A.to(dtype), B.to(dtype)
 
 
 def check_k(k, n: int) -> int:
@@ -65,12 +108,29 @@ def check_k(k, n: int) -> int:
 
 
 def check_values(name: str, M: torch.Tensor) -> None:
-    """Finite and symmetric to a dtype-scaled tolerance (called on plain tensors)."""
+    """Finite and symmetric (complex: Hermitian) to a dtype-scaled tolerance (called on plain tensors).
+
+    Tolerance ``16·n·eps·max|M|``. For complex ``M`` the test is on
+    ``max |M - Mᴴ|``, which includes the imaginary parts of the diagonal.
+    """
+    n = M.shape[-1]
+    eps = torch.finfo(M.dtype).eps
+    if M.is_complex():
+        if not bool(torch.isfinite(M).all()):
+            raise ValueError(f"{name} contains NaN or inf; pass a finite matrix.")
+        scale = M.abs().amax()
+        asym = (M - M.mH).abs().amax()
+        tol = 16 * n * eps * scale
+        if bool(asym > tol):
+            raise ValueError(
+                f"{name} is not Hermitian: max |{name} - {name}ᴴ| = {float(asym):.3e} exceeds the tolerance "
+                f"{float(tol):.3e} (16·n·eps·max|{name}|; imaginary parts of the diagonal included). eigrad "
+                f"solves complex Hermitian problems; pass ({name} + {name}.mH) / 2 if the asymmetry is rounding."
+            )
+        return
     lo, hi = torch.aminmax(M)  # one pass; NaN and ±inf propagate into the min or max
     if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         raise ValueError(f"{name} contains NaN or inf; pass a finite matrix.")
-    n = M.shape[-1]
-    eps = torch.finfo(M.dtype).eps
     scale = torch.maximum(-lo, hi)  # max |M|
     # M - Mᵀ is exactly antisymmetric in floating point, so its max is max |M - Mᵀ|
     asym = (M - M.transpose(-1, -2).contiguous()).amax()

@@ -3,7 +3,9 @@
 Per degenerate cluster ``g`` (and per cluster cut by ``k``), in reverse mode:
 
 1. basis invariance: ``skew(X_gᵀ X̄_g) = 0``, measured as
-   ``‖skew(X_gᵀ X̄_g)‖_F / (‖X_g‖_F ‖X̄_g‖_F)``;
+   ``‖skew(X_gᵀ X̄_g)‖_F / (‖X_g‖_F ‖X̄_g‖_F)``; complex (MATH-complex,
+   "Existence"): ``ᵀ`` is ``ᴴ`` and the diagonal counts, so a simple
+   eigenvalue is checked too (its eigenvector's phase, ``Im(x_iᴴ x̄_i) = 0``);
 2. uniform eigenvalue cotangent: ``max_g Λ̄ - min_g Λ̄`` relative to
    ``max |Λ̄|`` over all eigenvalues.
 
@@ -54,17 +56,18 @@ def _per_cluster_reduce(vals, labels, reduce):
 
 def existence_violations(X, labels, Lbar, Xbar):
     """Per-cluster violations ``(v1, v2, size)``, each (*, K) indexed by cluster id."""
-    ones = torch.ones(labels.shape, dtype=X.dtype, device=X.device)
+    ones = torch.ones(labels.shape, dtype=X.real.dtype, device=X.device)
     size = _per_cluster_sum(ones, labels)
     v1 = torch.zeros_like(size)
     v2 = torch.zeros_like(size)
     if Xbar is not None:
         D = (labels.unsqueeze(-1) == labels.unsqueeze(-2)).to(X.dtype)
-        S = X.transpose(-1, -2) @ Xbar  # (*, K, K)
-        skew = 0.5 * (S - S.transpose(-1, -2)) * D
-        num = _per_cluster_sum((skew**2).sum(-1), labels)
-        xn = _per_cluster_sum((X**2).sum(-2), labels)
-        xbn = _per_cluster_sum((Xbar**2).sum(-2), labels)
+        S = X.mH @ Xbar  # (*, K, K)
+        # the diagonal of skew is i·Im(x_iᴴ x̄_i): zero for real X, the phase condition for complex X
+        skew = 0.5 * (S - S.mH) * D
+        num = _per_cluster_sum((skew.abs() ** 2).sum(-1), labels)
+        xn = _per_cluster_sum((X.abs() ** 2).sum(-2), labels)
+        xbn = _per_cluster_sum((Xbar.abs() ** 2).sum(-2), labels)
         den = torch.sqrt(xn * xbn)
         v1 = torch.where(den > 0, torch.sqrt(num) / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
     if Lbar is not None:
@@ -92,13 +95,17 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
     # under torch.func (jacrev: a vmapped backward) the saved tensors arrive wrapped as well
     L, X, labels, cut = concrete(L), concrete(X), concrete(labels), concrete(cut)
     sizes = torch.zeros_like(labels).scatter_add_(-1, labels, torch.ones_like(labels))
-    if not bool((sizes > 1).any()) and not bool(cut.any()):
-        return  # every eigenvalue simple and none cut: both conditions hold trivially
+    # a complex eigenvector's phase is a gauge even at a simple eigenvalue (only X̄ can depend on it)
+    phases = X.is_complex() and Xbar is not None
+    if not bool((sizes > 1).any()) and not bool(cut.any()) and not phases:
+        return  # every eigenvalue simple and none cut (and real): both conditions hold trivially
     try:
         Lbar, Xbar = concrete(Lbar), concrete(Xbar)
     except RuntimeError as err:  # PyTorch's legacy batched gradients have no values to inspect
         raise RuntimeError(
-            "eigrad cannot check whether the derivative exists at a repeated eigenvalue under "
+            "eigrad cannot check whether the derivative exists at a repeated eigenvalue"
+            + (" (or, for complex eigenvectors, whether the loss depends on their phase)" if phases else "")
+            + " under "
             "torch.autograd.grad(..., is_grads_batched=True) (also used by "
             "torch.autograd.functional.jacobian/hessian with vectorize=True): its batched cotangents "
             "cannot be inspected. Use torch.func.jacrev / torch.func.vmap, or vectorize=False."
@@ -110,7 +117,7 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
     cut_b = cut.expand(*batch_shape, cut.shape[-1])
     L_b = L.expand(*batch_shape, L.shape[-1])
     has_cut = _per_cluster_sum(cut_b.to(v1.dtype), labels_b) > 0
-    bad = ((v1 > check_rtol) | (v2 > check_rtol)) & ((size > 1) | has_cut)
+    bad = ((v1 > check_rtol) | (v2 > check_rtol)) & ((size > 1) | has_cut | phases)
     if not bool(bad.any()):
         return
     idx = bad.nonzero().tolist()
@@ -151,12 +158,22 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
                     f"eigsh(A, {k + len(guards)}, largest={largest}).eigenvalues.sum()."
                 )
                 set_valued = True
+        elif len(members) == 1:  # complex only: a simple eigenvalue's phase
+            parts.append(f"Simple eigenvalue at position {shown[0]} (λ = {vals}){where}:")
         else:
             parts.append(f"Degenerate cluster at positions {shown} (λ = {vals}){where}:")
-        if float(v1[b][c]) > check_rtol:
+        if float(v1[b][c]) > check_rtol and len(members) == 1:
+            parts.append(
+                f"condition 1 (phase invariance) fails: the loss depends on the phase of the complex "
+                f"eigenvector x_{shown[0] if shown else members[0]}, which is defined only up to a factor "
+                f"e^(iφ); |Im(x_iᴴ x̄_i)| is {float(v1[b][c]):.2e} of the cotangent's size "
+                f"(tolerance {check_rtol:.1e})."
+            )
+        elif float(v1[b][c]) > check_rtol:
             parts.append(
                 f"condition 1 (basis invariance) fails: the loss depends on the basis chosen inside the "
-                f"eigenspace; ‖skew(X_gᵀ X̄_g)‖ is {float(v1[b][c]):.2e} of the cotangent's size "
+                f"eigenspace{' (a unitary U(m) rotation, phases included)' if phases else ''}; "
+                f"‖skew(X_g{'ᴴ' if phases else 'ᵀ'} X̄_g)‖ is {float(v1[b][c]):.2e} of the cotangent's size "
                 f"(tolerance {check_rtol:.1e})."
             )
         if float(v2[b][c]) > check_rtol:
@@ -168,16 +185,32 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, gauge, check_r
             )
         messages.append(" ".join(parts))
     more = f" ({len(idx) - 3} more cluster(s) not shown.)" if len(idx) > 3 else ""
+    only_phases = all(size[tuple(row[:-1])][row[-1]] <= 1 and not has_cut[tuple(row[:-1])][row[-1]] for row in idx)
+    if phases:
+        advice = (
+            " Use a loss that depends on an eigenvector only through x_i x_iᴴ (e.g. |cᴴ x_i|²) and on a "
+            "cluster only through the sum of its eigenvalues or its projector X_g X_gᴴ"
+        )
+    else:
+        advice = (
+            " Use a loss that depends on a cluster only through the sum of its "
+            "eigenvalues or its projector X_g X_gᵀ"
+        )
     msg = (
-        f"eigrad: the {what} does not exist at a degenerate eigenvalue. "
+        f"eigrad: the {what} does not exist "
+        + ("because the loss depends on the phase of a complex eigenvector. " if only_phases
+           else "at a degenerate eigenvalue. ")
         + " ".join(messages)
         + more
-        + ("" if set_valued else " The returned value is the derivative of the loss averaged over the bases of "
-           "each cluster's eigenspace, not of your loss.")
-        + " Use a loss that depends on a cluster only through the sum of its "
-        "eigenvalues or its projector X_g X_gᵀ; for a spectral function X f(Λ) Xᵀ use eigrad.funm or "
-        "eigrad.projector, which differentiate it exactly. BackwardOptions(gauge='raise') makes this an "
-        "error, gauge='ignore' silences it."
+        + ("" if set_valued else (
+            " The returned value is the derivative of the loss averaged over the eigenvectors' phases, "
+            "not of your loss." if only_phases else
+            " The returned value is the derivative of the loss averaged over the bases of "
+            "each cluster's eigenspace, not of your loss."))
+        + advice
+        + ("." if phases else "; for a spectral function X f(Λ) Xᵀ use eigrad.funm or "
+           "eigrad.projector, which differentiate it exactly.")
+        + " BackwardOptions(gauge='raise') makes this an error, gauge='ignore' silences it."
     )
     if gauge == "raise":
         raise GaugeError(msg)

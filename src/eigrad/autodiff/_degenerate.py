@@ -52,13 +52,14 @@ from ._second_order import degenerate_clusters
 
 
 def _mT(t):
-    return t.transpose(-1, -2)
+    """The conjugate transpose (the transpose for real problems)."""
+    return t.mH
 
 
 def cluster_frames(T, found, k):
     """Per degenerate cluster, the eigendecomposition of ``T``'s block.
 
-    ``T`` (*b, k, k) symmetric (may be vmapped), ``found`` ``[(flat batch
+    ``T`` (*b, k, k) symmetric or Hermitian (may be vmapped), ``found`` ``[(flat batch
     index, positions), ...]`` (:func:`degenerate_clusters`). Returns ``mu``
     (*b, k): ``diag(T)`` with each cluster's entries replaced by its block's
     eigenvalues, ascending (the positions are ascending, as the returned
@@ -79,8 +80,8 @@ def cluster_frames(T, found, k):
             blk = sym(_mT(E) @ Tb @ E)
             w, V = torch.linalg.eigh(blk)
             Q = Q + E @ (V - torch.eye(len(pos), dtype=T.dtype, device=T.device)) @ _mT(E)
-            mu = mu + E @ (w - torch.diagonal(blk))
-        mus.append(mu)
+            mu = mu + E @ (w.to(T.dtype) - torch.diagonal(blk))
+        mus.append(mu.real if mu.is_complex() else mu)  # T Hermitian: real slopes
         Qs.append(Q)
     return torch.stack(mus).reshape(*batch, k), torch.stack(Qs).reshape(*batch, k, k)
 
@@ -229,7 +230,8 @@ class DegenerateVJP(torch.autograd.Function):
         KV = _adapted_jvp(kernel, Q, (L, X, Lbar, Xbar), (mu, dX, None, None), D, atol, tensors, directions, handle)
         gtensors = kernel.place(tensors, KV)
         # the frame, for the eigen-Function's backward; the last column counts the paths that sent one
-        gF = torch.cat([Q, mu.unsqueeze(-1), torch.ones_like(mu).unsqueeze(-1)], dim=-1)
+        mu_c = mu.to(Q.dtype)  # the frame channel has X's dtype (complex: Q unitary)
+        gF = torch.cat([Q, mu_c.unsqueeze(-1), torch.ones_like(mu_c).unsqueeze(-1)], dim=-1)
         # J V, paired with the adapted columns: the loss's reverse pass applies ℓ'' to it
         gLbar = mu if Lbar is not None else None
         gXbar = dX if Xbar is not None else None
@@ -268,7 +270,7 @@ def _adapted_jvp(kernel, Q, primals, tangents, D, atol, tensors, dtensors, handl
     Tn = [zeros(p) if t is None else t for p, t in zip(P, (dL, dX, dLbar, dXbar))]
     P = [p @ Q if r else p for p, r in zip(P, rot)]
     Tn = [t @ Q if r else t for t, r in zip(Tn, rot)]
-    diff = [i for i, t in enumerate(tensors) if torch.is_tensor(t) and t.is_floating_point()]
+    diff = [i for i, t in enumerate(tensors) if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex())]
     P += [tensors[i] for i in diff]
     Tn += [zeros(tensors[i]) if dtensors[i] is None else dtensors[i] for i in diff]
 
@@ -306,6 +308,8 @@ def adapted_frame(gF, XE, BXE, gL, gX, labels, opts):
     k = gF.shape[-2]
     count = gF[..., :1, k + 1 :]  # (*b, 1, 1): equal frames from several paths add up
     Q, mu = gF[..., :k] / count, gF[..., k] / count[..., 0]
+    if mu.is_complex():  # complex problems: Q unitary, the slopes μ real
+        mu = mu.real
     err = concrete(_mT(Q) @ Q - torch.eye(k, dtype=Q.dtype, device=Q.device)).abs().max()
     if float(err) > 1e-6:
         raise RuntimeError(

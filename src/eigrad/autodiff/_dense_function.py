@@ -93,7 +93,7 @@ class DenseEig(torch.autograd.Function):
             L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
             # the frame channel: never used by a loss; in a reverse-over-reverse pass at a repeated
             # eigenvalue its cotangent carries the adapted frame [Q | μ | 1] (_degenerate.py)
-            F = L.new_zeros((*L.shape, k + 2))
+            F = X.new_zeros((*L.shape, k + 2))  # X's dtype: a complex problem's frame Q is unitary
         return (L, X, LE, XE, labels, cut, BXE, atol, *sol.handle.tensors, F)
 
     @staticmethod
@@ -153,8 +153,8 @@ class DenseEig(torch.autograd.Function):
             D = with_near_degenerate(D, LE, XE, Xbar, atol, k)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
         LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B, broadening=ctx.opts.broadening)
-        gA = sym(LA @ XE.transpose(-1, -2))  # Ā = sym(L_A Xᵀ)
-        gB = sym(LB @ XE.transpose(-1, -2)) if ctx.has_B else None  # B̄ = sym(L_B Xᵀ)
+        gA = sym(LA @ XE.mH)  # Ā = sym(L_A Xᴴ) (Hermitian part for complex, MATH-complex)
+        gB = sym(LB @ XE.mH) if ctx.has_B else None  # B̄ = sym(L_B Xᴴ)
         gA = mark(gA, A, B)
         gB = mark(gB, A, B)
         return gA, gB, None, None, None, None

@@ -1,5 +1,10 @@
 """Reverse- and forward-mode formulas of MATH.md, written once for every operator.
 
+Real symmetric and complex Hermitian problems share these functions: every
+transpose is the conjugate transpose ``ᴴ`` (``.mH``, the plain transpose for
+real tensors) and ``sym`` is the Hermitian part (MATH-complex: PyTorch's
+convention ``dL = Re tr(Z̄ᴴ dZ)``; eigenvalues and their cotangents are real).
+
 Shapes: ``L`` (*b, K) eigenvalues, ``X`` (*b, n, K) B-orthonormal eigenvectors,
 ``BX = B X`` (``X`` when ``B = I``), ``D`` (*b, K, K) the cluster mask.
 ``solve(R, shifts)`` returns shifted solutions projected against **all** K
@@ -15,8 +20,9 @@ import torch
 Solve = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _mT(t):
-    return t.transpose(-1, -2)
+def _mH(t):
+    """The conjugate transpose of the last two dims (the transpose for real ``t``)."""
+    return t.mH
 
 
 def inverse_gaps(L, D, broadening=None):
@@ -33,7 +39,7 @@ def inverse_gaps(L, D, broadening=None):
 def split_solve(R, L, X, BX, D, solve: Solve, broadening=None):
     """``G_j r_j`` for every column (MATH.md's projected shifted solves), split in two.
 
-    With ``r_j = B X c_j + r_j^⊥`` (``c_j = Xᵀ r_j``, ``Xᵀ r_j^⊥ = 0``), the
+    With ``r_j = B X c_j + r_j^⊥`` (``c_j = Xᴴ r_j``, ``Xᴴ r_j^⊥ = 0``), the
     solution is ``X [E ∘ C]_j + G^⊥_j r_j^⊥``: the computed eigenpairs enter
     exactly through ``E_ij = 1/(λ_i - λ_j)`` (zero inside the cluster of ``j``,
     as in MATH.md's "Full decomposition"), and the solver only sees the
@@ -42,18 +48,19 @@ def split_solve(R, L, X, BX, D, solve: Solve, broadening=None):
     of two independent nearly singular solves whose rounding does not cancel,
     and the complement system is deflated of every computed pair.
     """
-    C = _mT(X) @ R  # (*b, K, c)
+    C = _mH(X) @ R  # (*b, K, c)
     Rperp = R - BX @ C
     Yperp = solve(Rperp, L)
-    Yperp = Yperp - X @ (_mT(BX) @ Yperp)  # B-orthogonal to all computed columns
+    Yperp = Yperp - X @ (_mH(BX) @ Yperp)  # B-orthogonal to all computed columns
     return X @ (inverse_gaps(L, D, broadening) * C) + Yperp
 
 
 def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=None):
     """Reverse mode (MATH.md, "Reverse mode (VJP)"). Returns ``(L_A, L_B)``, each (*b, n, K).
 
-    ``L_B`` is ``None`` when ``need_B`` is false. Then ``Ā = sym(L_A Xᵀ)`` and
-    ``B̄ = sym(L_B Xᵀ)`` (or one VJP of the operator's product).
+    ``L_B`` is ``None`` when ``need_B`` is false. Then ``Ā = sym(L_A Xᴴ)`` and
+    ``B̄ = sym(L_B Xᴴ)`` (or one VJP of the operator's product). Complex: the
+    same with ``M = Xᴴ X̄`` (MATH-complex, "Reverse mode"); ``Λ̄`` is real.
     """
     Dm = D.to(X.dtype)
     LA = torch.zeros_like(X) if Lbar is None else X * Lbar.unsqueeze(-2)  # X Λ̄
@@ -61,10 +68,10 @@ def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=No
     if need_B:
         LB = torch.zeros_like(X) if Lbar is None else -X * (L * Lbar).unsqueeze(-2)  # -X Λ Λ̄
     if Xbar is not None:
-        DXtXbar = Dm * (_mT(X) @ Xbar)  # D ∘ (Xᵀ X̄)
+        DXtXbar = Dm * (_mH(X) @ Xbar)  # D ∘ (Xᴴ X̄)  (D ∘ M, MATH-complex)
         Rbar = Xbar - BX @ DXtXbar  # R̄ = X̄ - B X [D ∘ (Xᵀ X̄)]
         Ybar = split_solve(Rbar, L, X, BX, D, solve, broadening)  # ȳ_j = G_j r̄_j
-        Vbar = Ybar - X @ (Dm * (_mT(BX) @ Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
+        Vbar = Ybar - X @ (Dm * (_mH(BX) @ Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
         LA = LA - Vbar  # L_A = X Λ̄ - V̄
         if need_B:
             LB = LB - 0.5 * (X @ DXtXbar) + Vbar * L.unsqueeze(-2)  # L_B = ... - ½ X [D∘(XᵀX̄)] + V̄ Λ
@@ -74,25 +81,29 @@ def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=No
 def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None):
     """Forward mode (MATH.md, "Forward mode (JVP)"). Returns ``(Λ', X')``.
 
-    ``AdX = A' X`` (*b, n, K) and ``BdX = B' X`` or ``None``.
+    ``AdX = A' X`` (*b, n, K) and ``BdX = B' X`` or ``None``. Complex:
+    ``Λ' = Re diag(Xᴴ V')`` (MATH-complex, "Forward mode"), real.
     """
     Dm = D.to(X.dtype)
     Vd = AdX if BdX is None else AdX - BdX * L.unsqueeze(-2)  # V' = A' X - B' X Λ
-    XtVd = _mT(X) @ Vd
-    Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)  # Λ' = diag(Xᵀ V') (the eigen-Functions replace it
-    # inside degenerate clusters by the eigenvalues of the cluster's block, _degenerate.cluster_frames)
+    XtVd = _mH(X) @ Vd
+    # Λ' = Re diag(Xᴴ V') (the eigen-Functions replace it inside degenerate clusters by the
+    # eigenvalues of the cluster's block, _degenerate.cluster_frames)
+    Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)
+    if Ld.is_complex():
+        Ld = Ld.real
     Rd = Vd - BX @ (Dm * XtVd)  # R' = V' - B X [D ∘ (Xᵀ V')]
     Yd = split_solve(Rd, L, X, BX, D, solve, broadening)  # y'_j = G_j r'_j
-    Yd = Yd - X @ (Dm * (_mT(BX) @ Yd))  # B-projected against each cluster
+    Yd = Yd - X @ (Dm * (_mH(BX) @ Yd))  # B-projected against each cluster
     Xd = -Yd  # X' = -½ X [D ∘ (Xᵀ B' X)] - Y'
     if BdX is not None:
-        Xd = Xd - 0.5 * (X @ (Dm * (_mT(X) @ BdX)))
+        Xd = Xd - 0.5 * (X @ (Dm * (_mH(X) @ BdX)))
     return Ld, Xd
 
 
 def sym(G: torch.Tensor) -> torch.Tensor:
-    """``sym(G) = (G + Gᵀ)/2``."""
+    """``sym(G) = (G + Gᴴ)/2``: the symmetric part of a real ``G``, the Hermitian part of a complex one."""
     # an explicit transposed copy, updated in place, is ~3x faster than adding a strided view
     # and allocating twice (same values bitwise)
-    T = _mT(G).clone(memory_format=torch.contiguous_format)
+    T = _mH(G).clone(memory_format=torch.contiguous_format)
     return T.add_(G).mul_(0.5)

@@ -16,7 +16,7 @@ from ._formulas import sym
 
 
 def checked_symmetric(A, B):
-    """Finite, symmetric (to a dtype-scaled tolerance) inputs, read as ``(A + Aᵀ)/2``; broadcast."""
+    """Finite, symmetric or Hermitian (to a dtype-scaled tolerance) inputs, read as ``(A + Aᴴ)/2``; broadcast."""
     check_values("A", A)
     A = sym(A)
     if B is not None:

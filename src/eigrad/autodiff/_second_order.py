@@ -21,6 +21,9 @@ while no eigenvalue outside ``X`` equals ``λ_j``)::
           r̄_j = w_j,  λ̄_j = w_jᵀ B y_j,  Ā = -sym(W Yᵀ),
           B̄ = sym(W Λ Yᵀ) - sym(X N Yᵀ),  X̄ = -B Y Nᵀ   (N = [ν_j])
 
+Complex Hermitian problems: the same with ``ᵀ`` read as ``ᴴ`` and
+``λ̄_j = Re(w_jᴴ B y_j)`` (PyTorch's convention ``dL = Re tr(Z̄ᴴ dZ)``).
+
 Both are again projected solves with the same shifts, computed by this same
 Function, so every order of derivative is available. ``A`` and ``B`` enter
 only through these formulas; the forward applies the eigen-solver's handle
@@ -39,7 +42,8 @@ from ._solve_fn import first_order_only, guard_second_order, run_solver
 
 
 def _mT(t):
-    return t.transpose(-1, -2)
+    """The conjugate transpose (``ᵀ`` in the formulas below is ``ᴴ`` for complex problems)."""
+    return t.mH
 
 
 def _mm(M, Y):
@@ -86,7 +90,9 @@ class ProjectedSolve(torch.autograd.Function):
         N = _mT(X) @ Ybar  # ν_j = Xᵀ ȳ_j, (*b, k, c)
         BY = _mm(B, Y)
         gR = W
-        gs = (W * BY).sum(-2)  # λ̄_j = w_jᵀ B y_j
+        gs = (W.conj() * BY).sum(-2)  # λ̄_j = w_jᵀ B y_j (complex: Re(w_jᴴ B y_j), the shifts are real)
+        if gs.is_complex():
+            gs = gs.real
         gX = -BY @ _mT(N)  # X̄ = -B Y Nᵀ
         gA = -sym(W @ _mT(Y))  # Ā = -sym(W Yᵀ)
         gB = None
@@ -366,15 +372,16 @@ class ForwardOnce(torch.autograd.Function):
 
     @staticmethod
     def forward(x):
-        return torch.zeros((), dtype=x.dtype, device=x.device)
+        # real (x.real.dtype): the eigenvalue tangent of a complex Hermitian problem stays real
+        return torch.zeros((), dtype=x.real.dtype, device=x.device)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.shape = inputs[0].shape
+        ctx.shape, ctx.dtype = inputs[0].shape, inputs[0].dtype
 
     @staticmethod
     def backward(ctx, g):
-        return g.new_zeros(ctx.shape)
+        return g.new_zeros(ctx.shape, dtype=ctx.dtype)
 
     @staticmethod
     def jvp(ctx, t):

@@ -97,7 +97,9 @@ class RaisingGuard(torch.autograd.Function):
 
     @staticmethod
     def forward(x, message, zero):
-        return torch.zeros((), dtype=x.dtype, device=x.device) if zero else x.clone()
+        # the zero is real (x.real.dtype): added to a real derivative (eigenvalues of a complex
+        # Hermitian A) it must not make it complex
+        return torch.zeros((), dtype=x.real.dtype, device=x.device) if zero else x.clone()
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -76,15 +76,24 @@ class DenseEigh:
         )
 
 
+#: LAPACK's reduction to real symmetric tridiagonal form, per dtype: ``sytrd`` (real symmetric) and
+#: ``hetrd`` (complex Hermitian: ``C = Q T Qᴴ`` with ``T`` real, ``Q`` complex reflectors)
+_TRD = {
+    np.float64: (lapack.dsytrd, lapack.dsytrd_lwork),
+    np.float32: (lapack.ssytrd, lapack.ssytrd_lwork),
+    np.complex128: (lapack.zhetrd, lapack.zhetrd_lwork),
+    np.complex64: (lapack.chetrd, lapack.chetrd_lwork),
+}
+
+
 def _sytrd(C: np.ndarray):
-    real = C.dtype
-    sytrd = lapack.dsytrd if real == np.float64 else lapack.ssytrd
-    lwork_fn = lapack.dsytrd_lwork if real == np.float64 else lapack.ssytrd_lwork
+    """``sytrd``/``hetrd`` of ``C`` (Fortran order, lower triangle): ``(reflectors, d, e, tau)``, ``d``, ``e`` real."""
+    sytrd, lwork_fn = _TRD[C.dtype.type]
     n = C.shape[0]
     lwork, info = lwork_fn(n, lower=1)
-    c, d, e, tau, info = sytrd(C, lower=1, lwork=max(int(lwork), 1))
+    c, d, e, tau, info = sytrd(C, lower=1, lwork=max(int(np.real(lwork)), 1))
     if info != 0:
-        raise RuntimeError(f"LAPACK sytrd failed with info={info}")
+        raise RuntimeError(f"LAPACK sytrd/hetrd failed with info={info}")
     return c, d, e, tau
 
 
@@ -95,6 +104,10 @@ class LapackSubset:
     ``C = Q T Qᵀ`` (``sytrd``), the selected eigenpairs of ``T`` by MRRR
     (``stemr`` through ``scipy.linalg.eigh_tridiagonal``), ``X = Q Z`` with
     ``ormqr``: the work of ``syevr`` without forming the other eigenvectors.
+    Complex Hermitian ``C``: ``C = Q T Qᴴ`` (``hetrd``) with ``T`` real
+    symmetric, so the eigenpairs of ``T`` are real and ``X = Q Z`` is applied
+    with ``unmqr`` (``torch.ormqr`` on complex reflectors): the work of
+    ``heevr``.
     The reduction (``d``, ``e``, reflectors, ``tau``) is kept for the backward,
     whose shifted solves then cost O(n) per system plus two applications of
     ``Q`` (:class:`eigrad.linsolve.TridiagonalSolve`).
@@ -117,13 +130,15 @@ class LapackSubset:
         ds, es, refls, taus, vals_l, Zs, scales = [], [], [], [], [], [], []
         for C1 in Cn:
             if n == 1:
-                c, d, e, tau = C1.copy(), C1[0].copy(), np.zeros(0, C1.dtype), np.zeros(0, C1.dtype)
+                rd = np.finfo(C1.dtype).dtype  # d, e are real (also for complex C1)
+                c, d, e, tau = C1.copy(), C1[0].real.copy(), np.zeros(0, rd), np.zeros(0, C1.dtype)
             else:
                 # C1 is exactly symmetric (sym / reduce_to_standard), so its transpose is
-                # the same matrix in Fortran order: LAPACK reads it without a transposing copy
-                c, d, e, tau = _sytrd(C1.T)
+                # the same matrix in Fortran order: LAPACK reads it without a transposing copy.
+                # A Hermitian C1's transpose is its conjugate: LAPACK needs a Fortran-order copy
+                c, d, e, tau = _sytrd(np.asfortranarray(C1) if np.iscomplexobj(C1) else C1.T)
             if n == 1:
-                vals, Z = d.copy(), np.ones((1, 1), C1.dtype)
+                vals, Z = d.copy(), np.ones((1, 1), d.dtype)
             else:
                 vals, Z = scipy.linalg.eigh_tridiagonal(d, e, select="i", select_range=(lo, hi - 1))
             ds.append(d); es.append(e); refls.append(c); taus.append(tau)
@@ -137,6 +152,7 @@ class LapackSubset:
         d_t, e_t = as_t(ds, n), as_t(es, n - 1)
         refl_t, tau_t = as_t(refls, n, n), as_t(taus, max(n - 1, 0))
         vals_t, Z_t = as_t(vals_l, hi - lo), as_t(Zs, n, hi - lo)
+        Z_t = Z_t.to(A.dtype)  # T is real: its eigenvectors are real, Q may be complex
         W = apply_Q(refl_t, tau_t, Z_t) if n > 1 else Z_t
         vecs = back_transform(Lc, W) if Lc is not None else W
         L, X, Lg, Xg = _split(vals_t, vecs, k, g, largest)
@@ -151,5 +167,5 @@ class LapackSubset:
             guard_eigenvectors=Xg,
             handle=SolveHandle((d_t, e_t, refl_t, tau_t, Lc_t), tridiagonal_factory),
             n_matvec=0,
-            scale=torch.tensor(scales, dtype=A.dtype).reshape(batch),
+            scale=torch.tensor(scales, dtype=A.real.dtype).reshape(batch),
         )

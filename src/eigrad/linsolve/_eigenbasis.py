@@ -1,9 +1,10 @@
 """Shifted solves when the whole eigenbasis is known (MATH.md, "Full decomposition").
 
 With ``Xf`` B-orthonormal (all ``N = n`` eigenpairs),
-``A - s B = B Xf (Λf - s) Xfᵀ B``, so the projected solution of
-``(A - s B) y = r`` is ``Xf [E ∘ (Xfᵀ r)]`` with ``E_ij = 1/(λ_i - s_j)`` outside
+``A - s B = B Xf (Λf - s) Xfᴴ B``, so the projected solution of
+``(A - s B) y = r`` is ``Xf [E ∘ (Xfᴴ r)]`` with ``E_ij = 1/(λ_i - s_j)`` outside
 the cluster of ``s_j`` and ``0`` inside: diagonal in the eigenbasis, O(n² c).
+(``ᴴ`` is the transpose for real problems; eigenvalues are real either way.)
 
 With a Lorentzian broadening ``ε`` (``BackwardOptions(broadening=ε)``, opt-in,
 approximate) ``E_ij = (λ_i - s_j)/((λ_i - s_j)² + ε²)`` outside the cluster:
@@ -28,7 +29,7 @@ class EigenbasisSolve:
         self.broadening = broadening
 
     def __call__(self, R, shifts, X, M):  # R (*b,n,c), shifts (*b,c)
-        C = self.evecs.transpose(-1, -2) @ R  # (*b, N, c)
+        C = self.evecs.mH @ R  # (*b, N, c)
         diff = self.evals.unsqueeze(-1) - shifts.unsqueeze(-2)  # (*b, N, c)
         atol = self.atol.unsqueeze(-1).unsqueeze(-1) if torch.is_tensor(self.atol) else self.atol
         tol = atol + self.rtol * torch.maximum(self.evals.abs().unsqueeze(-1), shifts.abs().unsqueeze(-2))

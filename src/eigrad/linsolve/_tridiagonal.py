@@ -11,6 +11,10 @@ O(n) (LAPACK ``gtsv``); applying ``Q`` costs O(n² c). The system is singular
 on the cluster, so the answer is projected and refined (iterative refinement
 on the projected residual), as MATH.md requires: an unprojected answer of a
 singular solve drifts into the null space.
+
+Complex Hermitian problems: ``C = Lc⁻¹ A Lc⁻ᴴ = Q T Qᴴ`` (``hetrd``) with
+``T`` real symmetric, ``ᵀ`` above read as ``ᴴ``; the shifted systems keep
+the real ``T`` and take complex right-hand sides (``zgtsv``/``cgtsv``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .._errors import ConvergenceWarning
 
 
 def apply_Q(refl: torch.Tensor, tau: torch.Tensor, Z: torch.Tensor, transpose: bool = False) -> torch.Tensor:
-    """``Q Z`` (or ``Qᵀ Z``) for ``Q`` stored as ``sytrd(lower)`` reflectors.
+    """``Q Z`` (or ``Qᵀ Z``, ``Qᴴ Z`` for complex ``Q``) for ``Q`` stored as ``sytrd``/``hetrd(lower)`` reflectors.
 
     ``Q = diag(1, Q')`` with ``Q'`` in ``geqrf`` layout in ``refl[1:, :n-1]``.
     """
@@ -39,8 +43,15 @@ def apply_Q(refl: torch.Tensor, tau: torch.Tensor, Z: torch.Tensor, transpose: b
     return out
 
 
+_GTSV = {np.float64: lapack.dgtsv, np.float32: lapack.sgtsv,
+         np.complex128: lapack.zgtsv, np.complex64: lapack.cgtsv}
+
+
 def _gtsv(dl, dm, du, b):
-    fn = lapack.dgtsv if dm.dtype == np.float64 else lapack.sgtsv
+    """Tridiagonal solve; a real tridiagonal with complex right-hand sides runs in complex."""
+    fn = _GTSV[np.result_type(dm, b).type]
+    if np.iscomplexobj(b):
+        dl, dm, du = dl.astype(b.dtype), dm.astype(b.dtype), du.astype(b.dtype)
     _, _, _, x, info = fn(dl, dm, du, b)
     return x, info
 
@@ -102,9 +113,11 @@ def _solve_columns(d, e, shifts, b, Zg, scale, max_iter=40):
         if not Zg.shape[1]:
             return y
         yt = torch.from_numpy(y)
-        return (yt - Zt @ (Zt.mT @ yt)).numpy()
+        return (yt - Zt @ (Zt.mH @ yt)).numpy()
 
     n = d.shape[0]
+    if Zg.shape[1] >= n:  # every eigenvector computed (n = 1, k = n): the complement is empty
+        return np.zeros_like(b)
     b = project(b)
     eps = np.finfo(d.dtype).eps
     tiny = np.finfo(d.dtype).tiny
@@ -165,14 +178,14 @@ class TridiagonalSolve:
         batch = R.shape[:-2]
         n, c = R.shape[-2:]
         Rt = torch.linalg.solve_triangular(self.Lc, R, upper=False) if has_B else R
-        W = self.Lc.transpose(-1, -2) @ X if has_B else X
-        # Qᵀ [Rt, W] in one pass over the reflectors (memory-bound for few columns)
+        W = self.Lc.mH @ X if has_B else X
+        # Qᵀ [Rt, W] (complex: Qᴴ) in one pass over the reflectors (memory-bound for few columns)
         bb = torch.broadcast_shapes(Rt.shape[:-2], W.shape[:-2], self.tau.shape[:-1])
         RW = torch.cat([Rt.expand(*bb, n, c), W.expand(*bb, n, W.shape[-1])], dim=-1)
         QtRW = apply_Q(self.refl, self.tau, RW, transpose=True)
         Bt, Zx = QtRW[..., :c], QtRW[..., c:]  # (*b, n, c), (*b, n, K) orthonormal
         d = self.d.reshape(-1, n).cpu().numpy()
-        e = self.e.reshape(-1, max(n - 1, 0)).cpu().numpy()
+        e = self.e.reshape(d.shape[0], max(n - 1, 0)).cpu().numpy()  # n = 1: (batch, 0)
         Bn = Bt.reshape(-1, n, c).cpu().numpy()
         Zn = Zx.reshape(-1, n, Zx.shape[-1]).cpu().numpy()
         Mn = M.reshape(-1, M.shape[-2], c).cpu().numpy()
@@ -187,7 +200,7 @@ class TridiagonalSolve:
         Z = torch.from_numpy(out).to(R.device).reshape(*batch, n, c)
         Y = apply_Q(self.refl, self.tau, Z)
         if has_B:
-            Y = torch.linalg.solve_triangular(self.Lc.transpose(-1, -2), Y, upper=True)
+            Y = torch.linalg.solve_triangular(self.Lc.mH, Y, upper=True)
         return Y
 
 

@@ -35,6 +35,8 @@ def as_operator(A, *, name: str = "A") -> LinearOperator:
         return A
     if torch.is_tensor(A):
         if A.layout in (torch.sparse_coo, torch.sparse_csr):
+            if A.is_complex():
+                raise TypeError(f"{name} has complex dtype {A.dtype}: {COMPLEX_UNSUPPORTED} ({name}.to_dense()).")
             if not A.is_floating_point() or A.dtype not in (torch.float32, torch.float64):
                 raise TypeError(f"{name} has dtype {A.dtype}; pass a float32 or float64 sparse tensor.")
             return SparseOperator(A)
@@ -57,7 +59,18 @@ def as_operator(A, *, name: str = "A") -> LinearOperator:
     )
 
 
+#: complex Hermitian problems run on dense tensors only, for now (eigrad.eigh, eigrad.eigsh)
+COMPLEX_UNSUPPORTED = (
+    "complex operators are not supported yet; materialize to a dense tensor and call eigrad.eigh/eigsh"
+)
+
+
 def _check_dense(name: str, A: torch.Tensor) -> None:
+    if A.is_complex():
+        raise TypeError(
+            f"{name} has complex dtype {A.dtype} and is paired with a sparse or matrix-free operator: "
+            f"{COMPLEX_UNSUPPORTED} (both A and B dense)."
+        )
     if A.dtype not in (torch.float32, torch.float64):
         raise TypeError(
             f"{name} has dtype {A.dtype}; eigrad supports real float32 and float64 matrices. "

@@ -29,11 +29,18 @@ def _check_shape(shape) -> tuple[int, ...]:
 
 
 def _dtype_device(tensors, dtype, device, what: str):
-    floats = [t for t in tensors if t.is_floating_point()]
+    floats = [t for t in tensors if t.is_floating_point() or t.is_complex()]
     if dtype is None:
         dtype = floats[0].dtype if floats else torch.get_default_dtype()
+    if any(t.is_complex() for t in floats):
+        dtype = next(t.dtype for t in floats if t.is_complex())
     if device is None:
         device = tensors[0].device if tensors else torch.device("cpu")
+    if dtype in (torch.complex64, torch.complex128):
+        raise TypeError(
+            f"{what} has complex dtype {dtype}: complex operators are not supported yet; materialize to a "
+            "dense tensor and call eigrad.eigh/eigsh."
+        )
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{what} has dtype {dtype}; eigrad supports float32 and float64 operators.")
     return dtype, torch.device(device)
