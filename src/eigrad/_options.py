@@ -64,6 +64,10 @@ class BackwardOptions:
     n_guard : int
         How many eigenvalues beyond the k-th to compute (at least) to detect a
         cluster cut by ``k``. More are computed while they stay degenerate.
+        ``0`` turns that detection off: a cluster cut by ``k`` then goes
+        unreported (and its derivative is wrong), so ``n_guard=0`` with
+        ``gauge="raise"`` is refused (ValueError); with ``gauge="warn"`` the
+        other checks still warn, cuts do not.
     linsolve_rtol, linsolve_maxiter : float or None, int or None
         Tolerance and iteration cap for iterative backward solves (operators).
         ``None`` gives ``max(1e-2 * rtol_fwd, 1e3 * eps)`` (module docstring):
@@ -89,6 +93,8 @@ class BackwardOptions:
     linsolve_maxiter: int | None = None
     linsolve_preconditioner: object | None = None
     broadening: float | None = None
+    #: internal: the public function whose words the existence reports use ("eigsh", "spectral_norm")
+    _caller: str = dataclasses.field(default="eigsh", repr=False)
 
     def __post_init__(self):
         if self.gauge not in _GAUGE_POLICIES:
@@ -115,6 +121,15 @@ class BackwardOptions:
                 )
         if not isinstance(self.n_guard, int) or self.n_guard < 0:
             raise ValueError(f"BackwardOptions(n_guard={self.n_guard!r}) must be an int >= 0.")
+        if self.n_guard == 0 and self.gauge == "raise":
+            raise ValueError(
+                "BackwardOptions(n_guard=0, gauge='raise'): with no guard eigenvalue beyond the k-th, a "
+                "degenerate cluster cut by k cannot be detected, so gauge='raise' could not keep its promise "
+                "(a derivative through a cut cluster would be returned, wrong, without an error). Pass "
+                "n_guard >= 1 (default 1), or gauge='warn'/'ignore' to accept undetected cuts."
+            )
+        if self._caller not in ("eigsh", "spectral_norm"):
+            raise ValueError(f"BackwardOptions(_caller={self._caller!r}) is internal; leave it unset.")
         if self.linsolve_maxiter is not None and (
             not isinstance(self.linsolve_maxiter, int) or self.linsolve_maxiter < 1
         ):
