@@ -11,8 +11,12 @@ are documented here and in ``docs/guide.md``:
   the reduced matrix). In float64 that merges eigenvalues that agree to
   about 1.5e-8 relative to the matrix; in float32, 3.5e-4.
 * existence checks: a cluster violates a condition when the violation,
-  relative to the cotangents' size, exceeds ``check_rtol`` (default
-  ``eps ** 0.25``: 1.2e-4 in float64, 1.9e-2 in float32).
+  relative to that cluster's own cotangents, exceeds ``check_rtol`` (default
+  ``eps ** 0.25``: 1.2e-4 in float64, 1.9e-2 in float32). Condition 2
+  (uniform eigenvalue cotangent) is judged only over eigenvalues closer than
+  ``eps · scale / check_rtol`` (1.8e-12 · scale in float64): farther apart,
+  an eigenvalue cotangent has its exact derivative, computed to about
+  ``eps · scale / gap`` (``benchmarks/existence_gap.py``, docs/guide.md).
 * operator backward (MINRES): required true relative residual
   ``linsolve_rtol``, default ``max(1e-2 · rtol_fwd, 1e3 · eps)`` with
   ``rtol_fwd`` the iterative eigensolvers' default residual tolerance
@@ -54,10 +58,10 @@ class BackwardOptions:
         from the dtype: ``degen_rtol = sqrt(eps)``,
         ``degen_atol = sqrt(eps) * scale``.
     gauge : {"warn", "raise", "ignore"}
-        What to do when a derivative does not exist at a degenerate cluster
+        What to do when a derivative cannot be formed at a degenerate cluster
         (MATH.md's two conditions, or a cluster cut by ``k``): emit
         :class:`eigrad.GaugeWarning`, raise :class:`eigrad.GaugeError`, or
-        return the basis-averaged derivative silently.
+        return the masked derivative (in-cluster terms dropped) silently.
     check_rtol : float or None
         Relative size above which a violation is reported. ``None`` gives
         ``eps ** 0.25`` of the dtype.

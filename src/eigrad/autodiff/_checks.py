@@ -277,7 +277,7 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, opts, atol, wh
             near = "" if gap is None else f", nearly equal: smallest gap {gap:.1e}, merged by the degeneracy tolerance"
             parts.append(f"Degenerate cluster at positions {shown} (λ = {vals}{near}){where}:")
         if fails1:
-            size1 = f"‖skew(X_gᵀ X̄_g)‖ is {float(v1[b][c]):.2e} of the cluster's cotangent (tolerance {check_rtol:.1e})"
+            size1 = f"‖skew(X_gᵀ X̄_g)‖ is {float(v1[b][c]):.2e} of the cluster's cotangent, tolerance {check_rtol:.1e}"
             if gap is None:
                 kinds.add("none")
                 parts.append(
