@@ -57,14 +57,22 @@ def test_condition_1_is_measured_against_the_cluster_own_cotangent():
 
 
 def test_condition_2_rounding_floor_is_relative_to_the_whole_cotangent():
-    """A spread far below the rounding of the largest cotangent is rounding, not a violation."""
+    """A spread below the rounding of the largest cotangent is rounding, not a violation; above it the
+    spread is measured against the cluster's own cotangent."""
     from eigrad.autodiff._checks import eigenvalue_violation
 
     fine = torch.tensor([0, 1, 1])
-    v = eigenvalue_violation(torch.tensor([1e16, 1.0, 1.0 + 1e-3], dtype=DT), fine)
-    assert float(v[1]) < 1e-6  # 1e-3 against the rounding level 1e3·eps·1e16 ≈ 2e3
+    v = eigenvalue_violation(torch.tensor([20.0, -1.4e-14, 5.7e-14], dtype=DT), fine)  # newton_degenerate.py
+    assert float(v[1]) == 0.0  # 7e-14 below 1e3·eps·20 = 4.4e-12
     v = eigenvalue_violation(torch.tensor([1e4, 1.0, 1.0 + 1e-3], dtype=DT), fine)
-    assert abs(float(v[1]) - 1e-3 / (1 + 1e-3)) < 1e-12  # above it: against the cluster's own cotangent
+    assert abs(float(v[1]) - 1e-3 / (1 + 1e-3)) < 1e-12
+
+
+def test_loss_converged_on_a_repeated_eigenvalue_does_not_warn():
+    """``Σ (λ_i - t_i)²`` with ``t`` equal on the triple and ``λ = t`` there: rounding-level Λ̄, no report."""
+    A = planted(SPEC, seed=1).A
+    t = torch.tensor(SPEC[:8], dtype=DT) + torch.tensor([20.0, -20, 0, 0, 0, 5, 5, 3], dtype=DT)
+    _grad(lambda L, X: 0.5 * ((L - t) ** 2).sum(), A, k=8)
 
 
 # --- nearly equal eigenvalues: exact eigenvalue derivatives, no report -------------------------------
@@ -236,3 +244,15 @@ def test_first_order_check_cannot_see_a_loss_stationary_under_rotations():
     c, s = math.cos(0.8), math.sin(0.8)
     x_other = c * X[:, 0] + s * X[:, 1]  # another valid eigenvector of the pair
     assert abs(float(X[0, 0] ** 2 - x_other[0] ** 2)) > 0.1
+
+
+def test_funm_cut_of_a_nearly_equal_pair_is_reported_as_such():
+    """funm with k=1 on a pair split by 1e-8: the value is unique, the merged backward drops the 1/gap
+    coupling (measured: the gradient is 100% off), so it is reported, without calling the value non-unique."""
+    A, _, _ = _block(1e-8)
+    with pytest.warns(eigrad.GaugeWarning, match="nearly equal to 1 eigenvalue.*is unique, but its derivative") as rec:
+        eigrad.funm(A, torch.exp, k=1)
+    assert "not unique" not in str(rec[0].message)
+    A, _, _ = _block(0.0)
+    with pytest.raises(eigrad.GaugeError, match="eigenspace is not unique"):
+        eigrad.funm(A, torch.exp, k=1, backward=RAISE)

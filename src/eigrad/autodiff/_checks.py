@@ -4,10 +4,17 @@ Per degenerate cluster ``g`` (and per cluster cut by ``k``), in reverse mode:
 
 1. basis invariance: ``skew(X_gᵀ X̄_g) = 0``, measured as
    ``‖skew(X_gᵀ X̄_g)‖_F / (‖X_g‖_F ‖X̄_g‖_F)``;
-2. uniform eigenvalue cotangent: ``max_g Λ̄ - min_g Λ̄`` relative to
-   ``max |Λ̄|`` over all eigenvalues.
+2. uniform eigenvalue cotangent: ``max_h Λ̄ - min_h Λ̄`` over each group ``h``
+   of the cluster's eigenvalues that are equal to working accuracy (closer
+   than :func:`distinct_atol`), relative to the largest ``|Λ̄|`` on ``h``;
+   a spread below the rounding level ``1e3·eps·max|Λ̄|`` of the whole
+   cotangent counts as none.
 
-A violation above ``check_rtol`` is reported under the gauge policy. O(K²).
+Each is relative to the cluster's own cotangents, so large cotangents on other
+eigenpairs hide nothing. A violation above ``check_rtol`` is reported under
+the gauge policy, in words that say whether the derivative exists (docs/guide.md,
+"How eigrad reports it"). Vectorized over the batch; the Python loop runs only
+to word the report of at most three violating clusters. O(K²).
 """
 
 from __future__ import annotations
@@ -79,17 +86,18 @@ def basis_violation(X, labels, Xbar):
 def eigenvalue_violation(Lbar, fine):
     """Condition 2 per cluster of ``fine`` (*, K), indexed by its id: the spread of ``Λ̄`` on it.
 
-    Relative to the largest ``|Λ̄|`` on that cluster, or to the rounding level ``1e3·eps·max|Λ̄|``
-    of the whole cotangent when that is larger: a non-uniform weight on a repeated eigenvalue is
-    reported however large the cotangents of other eigenvalues are, down to their rounding.
+    Relative to the largest ``|Λ̄|`` on that cluster, so a non-uniform weight on a repeated eigenvalue
+    is reported however large the cotangents of other eigenvalues are; a spread at the rounding level
+    ``1e3·eps·max|Λ̄|`` of the whole cotangent counts as none (a loss converged on a repeated
+    eigenvalue, ``Σ (λ_i - t)²`` at ``λ = t``, has ``Λ̄`` of pure rounding there).
     """
     hi = _per_cluster_reduce(Lbar, fine, "amax")
     lo = _per_cluster_reduce(Lbar, fine, "amin")
-    spread = torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, torch.zeros_like(hi))
-    own = torch.maximum(hi.abs(), lo.abs())
-    own = torch.where(torch.isfinite(own), own, torch.zeros_like(own))
+    finite = torch.isfinite(hi) & torch.isfinite(lo)
+    spread = torch.where(finite, hi - lo, torch.zeros_like(hi))
+    own = torch.where(finite, torch.maximum(hi.abs(), lo.abs()), torch.zeros_like(hi))
     floor = _ROUNDING * torch.finfo(Lbar.dtype).eps * Lbar.abs().amax(dim=-1, keepdim=True)
-    return _safe_ratio(spread, torch.maximum(own, floor))
+    return torch.where(spread > floor, _safe_ratio(spread, own), torch.zeros_like(spread))
 
 
 def existence_violations(X, labels, Lbar, Xbar, fine=None):
@@ -239,7 +247,8 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, opts, atol, wh
     bad = ((v1 > check_rtol) | (v2 > check_rtol)) & ((size > 1) | has_cut)
     if not bool(bad.any()):
         return
-    v2m = (member_eigenvalue_violation(Lbar, fine) if Lbar is not None else torch.zeros_like(L)).expand(*batch_shape, K)
+    v2m = member_eigenvalue_violation(Lbar, fine) if Lbar is not None else torch.zeros_like(L)
+    v2m = v2m.expand(*batch_shape, K)
     idx = bad.nonzero().tolist()
     messages, kinds = [], set()
     all_set_valued = []  # per reported cluster: its report is a set-valued derivative (nothing else returned)
@@ -274,10 +283,11 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, opts, atol, wh
                     set_valued = True
         else:
             in_sigma.append(False)
-            near = "" if gap is None else f", nearly equal: smallest gap {gap:.1e}, merged by the degeneracy tolerance"
+            near = "" if gap is None else f", nearly equal: smallest gap {gap:.1e}, merged by the tolerance"
             parts.append(f"Degenerate cluster at positions {shown} (λ = {vals}{near}){where}:")
         if fails1:
-            size1 = f"‖skew(X_gᵀ X̄_g)‖ is {float(v1[b][c]):.2e} of the cluster's cotangent, tolerance {check_rtol:.1e}"
+            size1 = (f"‖skew(X_gᵀ X̄_g)‖ is {float(v1[b][c]):.2e} of the cluster's cotangent, "
+                     f"tolerance {check_rtol:.1e}")
             if gap is None:
                 kinds.add("none")
                 parts.append(
