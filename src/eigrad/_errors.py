@@ -1,7 +1,7 @@
 """Exceptions and warnings that eigrad users catch.
 
-``GaugeWarning`` / ``GaugeError`` report that a derivative does not exist at a
-degenerate cluster (MATH.md, "When the derivative exists"); the policy between
+``GaugeWarning`` / ``GaugeError`` report that a derivative does not exist, or
+cannot be formed from the eigenpairs, at a degenerate cluster (MATH.md, "When the derivative exists"); the policy between
 them is ``BackwardOptions(gauge=...)``. ``ConvergenceError`` /
 ``ConvergenceWarning`` report an iterative solver that did not converge.
 """
@@ -10,11 +10,15 @@ from __future__ import annotations
 
 
 class GaugeWarning(UserWarning):
-    """A derivative was requested that does not exist at a degenerate cluster.
+    """A derivative was requested that eigrad cannot form at a degenerate cluster.
 
+    Either it does not exist (a basis-dependent loss, ``λ_min`` of a repeated
+    pair, a cluster cut by ``k``) or the eigenpairs cannot give it (a spectral
+    function over a cluster: use :func:`eigrad.funm`); the message says which.
     Raised as a warning under ``BackwardOptions(gauge="warn")`` (the default).
-    The returned derivative is that of the loss averaged over the bases of the
-    cluster's eigenspace, not of the loss itself.
+    The returned derivative drops the in-cluster terms that have no limit (its
+    eigenvalue part is ``Σ_i Λ̄_i x_i x_iᵀ`` in the returned basis), not the
+    derivative of the loss itself.
     """
 
 

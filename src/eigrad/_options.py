@@ -11,8 +11,12 @@ are documented here and in ``docs/guide.md``:
   the reduced matrix). In float64 that merges eigenvalues that agree to
   about 1.5e-8 relative to the matrix; in float32, 3.5e-4.
 * existence checks: a cluster violates a condition when the violation,
-  relative to the cotangents' size, exceeds ``check_rtol`` (default
-  ``eps ** 0.25``: 1.2e-4 in float64, 1.9e-2 in float32).
+  relative to that cluster's own cotangents, exceeds ``check_rtol`` (default
+  ``eps ** 0.25``: 1.2e-4 in float64, 1.9e-2 in float32). Condition 2
+  (uniform eigenvalue cotangent) is judged only over eigenvalues closer than
+  ``eps · scale / check_rtol`` (1.8e-12 · scale in float64): farther apart,
+  an eigenvalue cotangent has its exact derivative, computed to about
+  ``eps · scale / gap`` (``benchmarks/existence_gap.py``, docs/guide.md).
 * operator backward (MINRES): required true relative residual
   ``linsolve_rtol``, default ``max(1e-2 · rtol_fwd, 1e3 · eps)`` with
   ``rtol_fwd`` the iterative eigensolvers' default residual tolerance
@@ -54,16 +58,20 @@ class BackwardOptions:
         from the dtype: ``degen_rtol = sqrt(eps)``,
         ``degen_atol = sqrt(eps) * scale``.
     gauge : {"warn", "raise", "ignore"}
-        What to do when a derivative does not exist at a degenerate cluster
+        What to do when a derivative cannot be formed at a degenerate cluster
         (MATH.md's two conditions, or a cluster cut by ``k``): emit
         :class:`eigrad.GaugeWarning`, raise :class:`eigrad.GaugeError`, or
-        return the basis-averaged derivative silently.
+        return the masked derivative (in-cluster terms dropped) silently.
     check_rtol : float or None
         Relative size above which a violation is reported. ``None`` gives
         ``eps ** 0.25`` of the dtype.
     n_guard : int
         How many eigenvalues beyond the k-th to compute (at least) to detect a
         cluster cut by ``k``. More are computed while they stay degenerate.
+        ``0`` turns that detection off: a cluster cut by ``k`` then goes
+        unreported (and its derivative is wrong), so ``n_guard=0`` with
+        ``gauge="raise"`` is refused (ValueError); with ``gauge="warn"`` the
+        other checks still warn, cuts do not.
     linsolve_rtol, linsolve_maxiter : float or None, int or None
         Tolerance and iteration cap for iterative backward solves (operators).
         ``None`` gives ``max(1e-2 * rtol_fwd, 1e3 * eps)`` (module docstring):
@@ -89,6 +97,8 @@ class BackwardOptions:
     linsolve_maxiter: int | None = None
     linsolve_preconditioner: object | None = None
     broadening: float | None = None
+    #: internal: the public function whose words the existence reports use ("eigsh", "spectral_norm")
+    _caller: str = dataclasses.field(default="eigsh", repr=False)
 
     def __post_init__(self):
         if self.gauge not in _GAUGE_POLICIES:
@@ -115,6 +125,15 @@ class BackwardOptions:
                 )
         if not isinstance(self.n_guard, int) or self.n_guard < 0:
             raise ValueError(f"BackwardOptions(n_guard={self.n_guard!r}) must be an int >= 0.")
+        if self.n_guard == 0 and self.gauge == "raise":
+            raise ValueError(
+                "BackwardOptions(n_guard=0, gauge='raise'): with no guard eigenvalue beyond the k-th, a "
+                "degenerate cluster cut by k cannot be detected, so gauge='raise' could not keep its promise "
+                "(a derivative through a cut cluster would be returned, wrong, without an error). Pass "
+                "n_guard >= 1 (default 1), or gauge='warn'/'ignore' to accept undetected cuts."
+            )
+        if self._caller not in ("eigsh", "spectral_norm"):
+            raise ValueError(f"BackwardOptions(_caller={self._caller!r}) is internal; leave it unset.")
         if self.linsolve_maxiter is not None and (
             not isinstance(self.linsolve_maxiter, int) or self.linsolve_maxiter < 1
         ):

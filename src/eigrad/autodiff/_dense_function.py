@@ -55,7 +55,7 @@ def _pad(t, m, dim):
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
 
 
-def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut):
+def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol):
     """The eigen-Functions' backward prelude: ``(XE, BXE, gX, Λ̄, X̄)``, cotangents padded on the guards.
 
     With a frame ``gF`` (reverse-over-reverse at a repeated eigenvalue) the wanted columns and ``gX``
@@ -70,7 +70,7 @@ def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut):
     if gF is None:
         check_existence(
             L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
-            gauge=ctx.opts.gauge, check_rtol=ctx.opts.resolved_check_rtol(LE.dtype),
+            opts=ctx.opts, atol=atol, caller=ctx.opts._caller,
         )
     return XE, BXE, gX, Lbar, Xbar
 
@@ -130,7 +130,7 @@ class DenseEig(torch.autograd.Function):
             return None, None, None, None, None, None
         k = ctx.k
         gF = rest[-1]
-        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut)
+        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol)
         if torch.is_grad_enabled() and ctx.opts.broadening is None and gF is None:
             # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md, "Second order")
             degenerate = degenerate_clusters(labels, k)

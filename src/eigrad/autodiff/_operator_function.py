@@ -263,7 +263,7 @@ class OperatorEig(torch.autograd.Function):
             return none
         k = ctx.k
         gF = rest[-1]
-        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut)
+        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol)
         need_A, need_B = any(needs[:n_A]), ctx.spec_B is not None and any(needs[n_A:])
         if not (need_A or need_B):
             return none

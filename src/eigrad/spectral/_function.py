@@ -30,6 +30,8 @@ import warnings
 import torch
 
 from .._errors import GaugeError, GaugeWarning
+from ..autodiff._checks import distinct_atol
+from ..autodiff._clusters import split_labels
 from ..autodiff._dense_function import check_broadening
 from ..autodiff._forward import checked_symmetric, solve_with_guards
 from ..autodiff._formulas import sym
@@ -42,25 +44,36 @@ def _mT(t):
     return t.transpose(-1, -2)
 
 
-def _report_cut(LE, labels, cut, k, largest, gauge):
-    """A cluster cut by ``k``: ``X_k f(Λ_k) X_kᵀ`` is not unique (value and derivative)."""
+def _report_cut(LE, labels, cut, k, largest, opts, atol):
+    """A cluster cut by ``k``: ``X_k f(Λ_k) X_kᵀ`` is not unique (value and derivative); or, for eigenvalues
+    distinct to working accuracy but merged by the tolerance (``_checks.distinct_atol``), unique with a
+    derivative that grows like 1/gap, which the merged backward drops."""
+    gauge = opts.gauge
     if gauge == "ignore" or not bool(cut.any()):
         return
     row = cut.nonzero()[0].tolist()
     b = tuple(row[:-1])
     members = cut[b].nonzero().flatten().tolist()
     shown = [i for i in members if i < k]
-    q = len(members) - len(shown)
+    guards = [i for i in members if i >= k]
+    q = len(guards)
     k_low = k - len(shown) if largest else min(shown)
     k_high = k + q
     alt = f"k={k_high}" if k_low <= 0 else f"k={k_low} or k={k_high}"
     vals = ", ".join(f"{v:.8g}" for v in LE[b][members].tolist())
     where = f" in batch element {b}" if b else ""
+    fine = split_labels(LE, labels, distinct_atol(LE, atol, opts))[b]
+    if set(fine[shown].tolist()) & set(fine[guards].tolist()):
+        what = (f"degenerate with {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}), so the k-dimensional "
+                f"eigenspace is not unique: X_k f(Λ_k) X_kᵀ depends on which eigenvectors of the cluster were "
+                f"returned and has no derivative.")
+    else:
+        what = (f"nearly equal to {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}, merged by the "
+                f"degeneracy tolerance): X_k f(Λ_k) X_kᵀ is unique, but its derivative grows like 1/gap and the "
+                f"merged backward drops it.")
     msg = (
         f"eigrad: k={k} cuts a degenerate cluster{where}: the computed eigenvalue(s) at positions {shown} are "
-        f"degenerate with {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}), so the k-dimensional "
-        f"eigenspace is not unique: X_k f(Λ_k) X_kᵀ depends on which eigenvectors of the cluster were returned "
-        f"and has no derivative. Pass {alt} to keep the cluster whole. BackwardOptions(gauge='raise') makes "
+        f"{what} Pass {alt} to keep the cluster whole. BackwardOptions(gauge='raise') makes "
         f"this an error, gauge='ignore' silences it."
     )
     if gauge == "raise":
@@ -82,7 +95,7 @@ class SpectralFunction(torch.autograd.Function):
             L, X = sol.eigenvalues, sol.eigenvectors  # (*b, k), (*b, n, k)
             fn.check_domain(L)
             if k < n:
-                _report_cut(LE, labels, cut, k, largest, opts.gauge)
+                _report_cut(LE, labels, cut, k, largest, opts, atol)
             fL = fn(L)  # (*b, k)
             F = sym((X * fL.unsqueeze(-2)) @ _mT(X))  # X f(Λ) Xᵀ
             F1 = fn.divided(L, fL)  # f[λ_i, λ_j] (*b, k, k)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .._api import eigsh
+import dataclasses
+
+from .._api import _backward_options, eigsh
 from .._options import BackwardOptions
 from ..operators import FunctionOperator
 
@@ -42,10 +44,13 @@ def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOp
     The backward needs no linear solve: ``∂λ_max/∂W = 2 W v vᵀ``
     (Hellmann–Feynman), one vector-Jacobian product of ``W ↦ Wᵀ(W v)``.
     When the two largest singular values coincide (within the degeneracy
-    tolerance) ``σ_max`` has no gradient, only a set of subgradients: this is
-    reported with a :class:`eigrad.GaugeWarning` (``gauge="raise"``: an
-    error), and the returned gradient is one subgradient. At ``σ_max = 0``
-    the gradient is infinite.
+    tolerance) ``σ_max`` has no gradient, only a set of subgradients
+    ``{U_g S V_gᵀ : S ⪰ 0, tr S = 1}``: this is reported with a
+    :class:`eigrad.GaugeWarning` (``gauge="raise"``: an error) that names the
+    repeated singular value, and the returned gradient ``u vᵀ`` is one
+    subgradient. Singular values that are only nearly equal (distinct to
+    working accuracy, docs/guide.md) have the ordinary gradient ``u vᵀ`` and
+    are not reported. At ``σ_max = 0`` the gradient is infinite.
     """
     if not torch.is_tensor(W) or W.layout != torch.strided:
         raise TypeError(f"W must be a dense torch.Tensor (*batch, m, n); received {type(W).__name__}.")
@@ -59,5 +64,6 @@ def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOp
         A = FunctionOperator(fn, (W,), (p, p))
     else:
         A = W.mT @ W if n <= m else W @ W.mT
-    lam = eigsh(A, 1, largest=True, solver=solver, backward=backward).eigenvalues[..., 0]
+    opts = dataclasses.replace(_backward_options(backward), _caller="spectral_norm")  # the reports speak of σ, W
+    lam = eigsh(A, 1, largest=True, solver=solver, backward=opts).eigenvalues[..., 0]
     return lam.clamp_min(0).sqrt()

@@ -62,7 +62,7 @@ class OperatorSpectralFunction(torch.autograd.Function):
             L, X = sol.eigenvalues, sol.eigenvectors  # (k,), (n, k)
             fn.check_domain(L)
             if k < n:
-                _report_cut(LE, labels, cut, k, cfg.largest, cfg.opts.gauge)
+                _report_cut(LE, labels, cut, k, cfg.largest, cfg.opts, atol)
             fL = fn(L)
             F = sym((X * fL.unsqueeze(-2)) @ _mT(X))  # X f(Λ) Xᵀ
             F1 = fn.divided(L, fL)  # f[λ_i, λ_j] (k, k)
