@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .._scaling import ldexp, pow2_exponent
 
 
 def cholesky_of_B(B: torch.Tensor) -> torch.Tensor:  # (*batch, n, n) -> lower (*batch, n, n)
@@ -30,3 +34,48 @@ def reduce_to_standard(A: torch.Tensor, Lc: torch.Tensor) -> torch.Tensor:
 def back_transform(Lc: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """``X = Lc⁻ᵀ W``."""
     return torch.linalg.solve_triangular(Lc.transpose(-1, -2), W, upper=True)
+
+
+def scaled_standard_form(A: torch.Tensor, B: torch.Tensor | None):
+    """``(C, Lc, s)``: the standard problem of ``(A, B)`` scaled into the safe range.
+
+    ``C = 2**s · Lc⁻¹ A Lc⁻ᵀ`` with ``max|C| ∈ [0.5, 1)``, ``Lc`` the Cholesky
+    factor of ``B`` (``None`` for ``B = I``: ``C = 2**s A``) and ``s`` (int64,
+    ``(*batch,)``). The eigenvalues of ``(A, B)`` are those of ``C`` times
+    ``2**-s`` and the eigenvectors ``X = Lc⁻ᵀ W`` (``W`` those of ``C``).
+
+    ``A`` is scaled by a power of two before the reduction and ``B`` by an even
+    one before its factorization (``eigrad._scaling``), so no product or
+    square of entries under- or overflows at any magnitude of ``A`` or ``B``,
+    and the reduced matrix is scaled once more: LAPACK's tridiagonal
+    eigensolvers return wrong eigenvalues without an error below
+    ``max|C| ≈ 1e-153`` (float64) and fail above ``1e154``.
+    """
+    a = pow2_exponent(A)
+    As = ldexp(A, -a)
+    if B is None:
+        return As, None, -a
+    b = pow2_exponent(B, even=True)
+    Ls = cholesky_of_B(ldexp(B, -b))
+    Cs = reduce_to_standard(As, Ls)  # = 2**(b - a) Lc⁻¹ A Lc⁻ᵀ
+    c = pow2_exponent(Cs)
+    return ldexp(Cs, -c), ldexp(Ls, torch.div(b, 2, rounding_mode="floor")), b - a - c
+
+
+def unscale_eigenvalues(mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``λ = μ · 2**-s``, or a ``ValueError`` when the eigenvalues leave the dtype's range."""
+    lam = ldexp(mu, -s, dims=1)
+    if not mu.shape[-1]:
+        return lam
+    finfo = torch.finfo(mu.dtype)
+    big, lam_big = mu.abs().amax(dim=-1), lam.abs().amax(dim=-1)
+    bad = ~torch.isfinite(lam_big) | ((big > 0) & (lam_big < finfo.tiny))
+    if bool(bad.any()):
+        i = int(bad.flatten().nonzero()[0])
+        log10 = math.log10(float(big.flatten()[i])) - float(s.flatten()[i]) * math.log10(2.0)
+        raise ValueError(
+            f"the eigenvalues of (A, B) have magnitude about 1e{log10:.0f}, outside the range of {mu.dtype} "
+            f"(normal numbers {finfo.tiny:.1e} to {finfo.max:.1e}). Divide A (or multiply B) by a constant: "
+            "the eigenvalues scale by it and the eigenvectors keep their directions."
+        )
+    return lam
