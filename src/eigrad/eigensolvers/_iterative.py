@@ -16,6 +16,7 @@ import torch
 from .._errors import ConvergenceError, ConvergenceWarning
 from ..operators import LinearOperator
 from ._base import EigSolution
+from ._definite import negative_norm_error
 from ._reduce import back_transform, cholesky_of_B, reduce_to_standard
 
 
@@ -38,6 +39,12 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
     (and, with ``with_ratio``, the smallest kept ``θ / max θ`` over the batch,
     a measure of how much accuracy the step lost). ``BV`` is updated by the
     same combination (no operator application); pass ``BV is V`` for ``B = I``.
+
+    With a mass matrix (``BV is not V``) ``G`` must be positive semidefinite
+    to rounding: a diagonal entry ``vᵀBv`` or an eigenvalue of the scaled
+    ``G`` below minus its rounding bound (``n·eps`` times the sizes of the
+    products it came from, tenfold) proves that ``B`` is indefinite and raises
+    a ``ValueError`` naming ``B`` (those directions were dropped silently).
     """
     q = V.shape[-1]
     finfo = torch.finfo(V.dtype)
@@ -48,6 +55,8 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
     dinv = torch.where(d > 0, d.clamp_min(finfo.tiny).rsqrt(), torch.zeros_like(d))
     Gs = dinv.unsqueeze(-1) * G * dinv.unsqueeze(-2)
     theta, U = torch.linalg.eigh(Gs)
+    if BV is not V:
+        _check_gram_signs(V, BV, d, dinv, theta)
     tmax = theta.amax(dim=-1, keepdim=True).clamp_min(0)
     keep = theta > tau * tmax
     scale = torch.where(keep, theta.clamp_min(finfo.tiny).rsqrt(), torch.zeros_like(theta))
@@ -58,6 +67,23 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
         return Vn, BVn, keep
     ratio = torch.where(keep, theta / tmax.clamp_min(finfo.tiny), torch.ones_like(theta))
     return Vn, BVn, keep, float(ratio.min()) if ratio.numel() else 1.0
+
+
+def _check_gram_signs(V, BV, d, dinv, theta):
+    """``ValueError`` when ``G = Vᵀ B V`` is indefinite beyond rounding (see :func:`svqb`)."""
+    n = V.shape[-2]
+    eps = torch.finfo(V.dtype).eps
+    vn, bn = torch.linalg.vector_norm(V, dim=-2), torch.linalg.vector_norm(BV, dim=-2)  # (*b, q)
+    tol_d = 10 * n * eps * vn * bn
+    if bool((d < -tol_d).any()):
+        i = int((d < -tol_d).flatten().nonzero()[0])
+        raise negative_norm_error(float(d.flatten()[i]), float(tol_d.flatten()[i]))
+    # |ΔGs_ij| <= n eps a_i b_j with a = ‖v‖/√d, b = ‖Bv‖/√d (directions with d <= 0 are zeroed)
+    tol_t = 10 * n * eps * (torch.linalg.vector_norm(vn * dinv, dim=-1) * torch.linalg.vector_norm(bn * dinv, dim=-1))
+    tmin = theta[..., 0] if theta.shape[-1] else torch.zeros_like(tol_t)
+    if bool((tmin < -tol_t).any()):
+        i = int((tmin < -tol_t).flatten().nonzero()[0])
+        raise negative_norm_error(float(tmin.flatten()[i]), float(tol_t.flatten()[i]))
 
 
 def relative_residuals(rnorm, evals, bxnorm, nu):

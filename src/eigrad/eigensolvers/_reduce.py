@@ -13,6 +13,14 @@ from .._scaling import ldexp, pow2_exponent
 
 
 def cholesky_of_B(B: torch.Tensor) -> torch.Tensor:  # (*batch, n, n) -> lower (*batch, n, n)
+    """The Cholesky factor of ``B``, or a ``ValueError`` naming ``B`` when it is not SPD.
+
+    Besides a failing factorization, a pivot ``l_ii² <= n·eps·max_j B_jj`` is
+    rejected: pivots lie between ``λ_min(B)`` and ``max_j B_jj``, so such a
+    ``B`` is within the factorization's own rounding error (``~n·eps·‖B‖``)
+    of a singular matrix, and an exactly singular ``B`` whose factorization
+    rounding let through would otherwise give eigenvalues ~1/eps.
+    """
     Lc, info = torch.linalg.cholesky_ex(B)
     if bool((info != 0).any()):
         bad = int(info.flatten()[(info.flatten() != 0).nonzero()[0]].item())
@@ -21,6 +29,21 @@ def cholesky_of_B(B: torch.Tensor) -> torch.Tensor:  # (*batch, n, n) -> lower (
             f"(leading minor of order {bad} is not positive). Pass a symmetric positive "
             "definite mass matrix B, or B=None for the standard problem."
         )
+    n = B.shape[-1]
+    if n:
+        eps = torch.finfo(B.dtype).eps
+        piv = Lc.diagonal(dim1=-2, dim2=-1).square()  # (*batch, n)
+        bmax = B.diagonal(dim1=-2, dim2=-1).amax(dim=-1, keepdim=True)
+        small = piv <= n * eps * bmax
+        if bool(small.any()):
+            i = int(small.any(dim=-1).flatten().nonzero()[0])
+            p_i = float(piv.reshape(-1, n)[i].min())
+            raise ValueError(
+                "B is not symmetric positive definite: it is singular to working precision (a pivot of its "
+                f"Cholesky factorization is {p_i:.3e}, within n·eps = {n * eps:.1e} of its largest diagonal "
+                f"entry {float(bmax.flatten()[i]):.3e}). Pass a symmetric positive definite mass matrix B, "
+                "or B=None for the standard problem."
+            )
     return Lc
 
 
