@@ -17,7 +17,7 @@ from .._errors import ConvergenceError, ConvergenceWarning
 from ..operators import LinearOperator
 from ._base import EigSolution
 from ._definite import negative_norm_error
-from ._reduce import back_transform, cholesky_of_B, reduce_to_standard
+from ._reduce import back_transform, scaled_standard_form, unscale_eigenvalues
 
 
 def sym(H: torch.Tensor) -> torch.Tensor:
@@ -161,13 +161,10 @@ def finish(
 def dense_fallback(A, B, k: int, g: int, largest: bool) -> EigSolution:
     """Tiny problems: the dense matrix and ``torch.linalg.eigh`` (exact, ``n`` applications)."""
     n = A.shape[-1]
-    Ad = sym(A.to_dense())
-    if B is None:
-        evals, evecs = torch.linalg.eigh(Ad)
-    else:
-        Lc = cholesky_of_B(sym(B.to_dense()))
-        evals, W = torch.linalg.eigh(reduce_to_standard(Ad, Lc))
-        evecs = back_transform(Lc, W)
+    C, Lc, s = scaled_standard_form(sym(A.to_dense()), None if B is None else sym(B.to_dense()))
+    mu, W = torch.linalg.eigh(C)
+    evals = unscale_eigenvalues(mu, s)
+    evecs = W if Lc is None else back_transform(Lc, W)
     lo, hi = (n - k - g, n) if largest else (0, k + g)
     vals, vecs = evals[..., lo:hi], evecs[..., lo:hi]
     rnorm, _ = true_residuals(A, B, vecs, vals)
