@@ -106,6 +106,45 @@ def test_values_and_gradients_at_every_scale(solver, dtype, s, t, with_B):
 
 @pytest.mark.parametrize("solver", ["lapack", "dense"])
 @pytest.mark.parametrize("scale", [1e-300, 1e300])
+def test_materialized_sparse_operator_at_extreme_scales(solver, scale):
+    """A sparse ``A`` is materialized (n <= 200) and solved by the same dense solvers; gradient to its values."""
+    A0, B0, W = _problem(True)
+
+    def run(s):
+        Asp = (A0 * s).to_sparse_coo().coalesce()
+        vals = Asp.values().clone().requires_grad_(True)
+        A = torch.sparse_coo_tensor(Asp.indices(), vals, (N, N))
+        L, X = eigrad.eigsh(A, K, B=B0, solver=solver, backward=RAISE)
+        f, h = _losses(L, X, W)
+        (g,) = torch.autograd.grad(f + s * h, vals)  # ∂f/∂A is scale invariant, ∂h/∂A scales as 1/s
+        return L / s, g
+
+    L1, g1 = run(1.0)
+    L, g = run(scale)
+    torch.testing.assert_close(L, L1, rtol=1e-12, atol=0)
+    assert _rel(g, g1) < REL[torch.float64]
+
+
+@pytest.mark.parametrize("solver", ["lapack", "dense"])
+@pytest.mark.parametrize("with_B", [False, True], ids=["B=I", "B"])
+@pytest.mark.parametrize("scale", [1e-150, 1e150])
+def test_second_derivatives_at_extreme_scales(solver, with_B, scale):
+    """The Hessian-vector product of the projector loss scales as 1/s² (representable up to 1e±150)."""
+    A0, B0, W = _problem(with_B)
+    V = random_symmetric(N, seed=6)
+
+    def hvp(s):
+        A = (A0 * s).requires_grad_(True)
+        _, X = eigrad.eigsh(A, 1, B=B0, solver=solver, backward=RAISE)
+        (g,) = torch.autograd.grad((W * (X @ X.T)).sum(), A, create_graph=True)
+        (h,) = torch.autograd.grad((g * V).sum(), A)
+        return h * s * s
+
+    assert _rel(hvp(scale), hvp(1.0)) < 1e-11
+
+
+@pytest.mark.parametrize("solver", ["lapack", "dense"])
+@pytest.mark.parametrize("scale", [1e-300, 1e300])
 def test_cluster_cut_by_k_is_reported_at_extreme_scales(solver, scale):
     """The guard eigenvalue is compared relative to the spectrum's scale: k = 2 cuts the double pair."""
     A0, _, W = _problem(False)
