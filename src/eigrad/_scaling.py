@@ -23,6 +23,8 @@ _BITS = {
     torch.float64: (torch.int64, 52, 1023),
     torch.float32: (torch.int32, 23, 127),
 }
+#: a complex tensor is scaled by a real power of two of its component dtype
+_REAL = {torch.complex128: torch.float64, torch.complex64: torch.float32}
 
 
 def pow2_exponent(M: torch.Tensor, dims: int = 2, even: bool = False) -> torch.Tensor:
@@ -42,8 +44,8 @@ def pow2_exponent(M: torch.Tensor, dims: int = 2, even: bool = False) -> torch.T
 
 def _pow2(e: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``2**e`` exactly, for ``e`` in the normal exponent range of ``dtype``."""
-    int_t, shift, bias = _BITS[dtype]
-    return ((e + bias).to(int_t) << shift).view(dtype)
+    int_t, shift, bias = _BITS[_REAL.get(dtype, dtype)]
+    return ((e + bias).to(int_t) << shift).view(_REAL.get(dtype, dtype))
 
 
 def ldexp(M: torch.Tensor, e, dims: int = 2) -> torch.Tensor:

@@ -32,8 +32,8 @@ def cholesky_of_B(B: torch.Tensor) -> torch.Tensor:  # (*batch, n, n) -> lower (
     n = B.shape[-1]
     if n:
         eps = torch.finfo(B.dtype).eps
-        piv = Lc.diagonal(dim1=-2, dim2=-1).square()  # (*batch, n)
-        bmax = B.diagonal(dim1=-2, dim2=-1).amax(dim=-1, keepdim=True)
+        piv = Lc.diagonal(dim1=-2, dim2=-1).abs().square()  # (*batch, n)
+        bmax = B.diagonal(dim1=-2, dim2=-1).real.amax(dim=-1, keepdim=True)
         small = piv <= n * eps * bmax
         if bool(small.any()):
             i = int(small.any(dim=-1).flatten().nonzero()[0])
