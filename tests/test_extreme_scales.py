@@ -154,6 +154,16 @@ def test_cluster_cut_by_k_is_reported_at_extreme_scales(solver, scale):
         torch.autograd.grad((W * (X @ X.T)).sum(), A)
 
 
+@pytest.mark.parametrize("solver", ["lapack", "dense", "eigh"])
+def test_entries_near_the_largest_float(solver):
+    """max|A| = 1e308: (A + Aᵀ)/2 overflowed to inf when it added before halving."""
+    A0, _, _ = _problem(False)
+    A = A0 * (1e308 / float(A0.abs().max()))
+    L = eigrad.eigh(A).eigenvalues[:K] if solver == "eigh" else eigrad.eigsh(A, K, solver=solver).eigenvalues
+    ref = scipy.linalg.eigh((A / 1e308).numpy(), eigvals_only=True)[:K]
+    np.testing.assert_allclose(L.numpy() / 1e308, ref, rtol=1e-13)
+
+
 @pytest.mark.parametrize("solver", ["lapack", "dense"])
 def test_eigenvalues_beyond_the_dtype_range_raise(solver):
     """``A`` near the largest float64 and ``B`` tiny: eigenvalues ~1e600 are not representable."""

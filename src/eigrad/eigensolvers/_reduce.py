@@ -95,7 +95,10 @@ def unscale_eigenvalues(mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     bad = ~torch.isfinite(lam_big) | ((big > 0) & (lam_big < finfo.tiny))
     if bool(bad.any()):
         i = int(bad.flatten().nonzero()[0])
-        log10 = math.log10(float(big.flatten()[i])) - float(s.flatten()[i]) * math.log10(2.0)
+        b_i = float(big.flatten()[i])
+        if not math.isfinite(b_i):
+            raise FloatingPointError(f"the dense eigensolver returned non-finite eigenvalues ({b_i}) for finite input.")
+        log10 = math.log10(b_i) - float(s.flatten()[i]) * math.log10(2.0)
         raise ValueError(
             f"the eigenvalues of (A, B) have magnitude about 1e{log10:.0f}, outside the range of {mu.dtype} "
             f"(normal numbers {finfo.tiny:.1e} to {finfo.max:.1e}). Divide A (or multiply B) by a constant: "
