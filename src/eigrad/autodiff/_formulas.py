@@ -105,5 +105,7 @@ def sym(G: torch.Tensor) -> torch.Tensor:
     """``sym(G) = (G + Gᴴ)/2``: the symmetric part of a real ``G``, the Hermitian part of a complex one."""
     # an explicit transposed copy, updated in place, is ~3x faster than adding a strided view
     # and allocating twice (same values bitwise)
+    # halved first: G + Gᴴ overflows for entries above max/2 (the same values bitwise otherwise,
+    # as halving is exact in the normal range)
     T = _mH(G).clone(memory_format=torch.contiguous_format)
-    return T.add_(G).mul_(0.5)
+    return T.mul_(0.5).add_(G, alpha=0.5)

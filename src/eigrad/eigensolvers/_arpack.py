@@ -31,6 +31,7 @@ import inspect
 import numpy as np
 import torch
 
+from .._errors import ConvergenceError
 from ._iterative import (
     NumpyBridge,
     apply_B,
@@ -42,6 +43,7 @@ from ._iterative import (
     true_residuals,
 )
 from .._errors import ConvergenceError
+from ._definite import NOT_SPD, PASS_SPD, check_B_gram, check_B_positive
 from ._options import IterativeOptions, check_positive_int
 
 
@@ -58,12 +60,15 @@ def _diagonal_of(B):
     return None
 
 
-def cg_solve(B, b: torch.Tensor, rtol: float, maxiter: int, diag=None) -> tuple[torch.Tensor, int]:
+def cg_solve(B, b: torch.Tensor, rtol: float, maxiter: int, diag=None) -> tuple[torch.Tensor, int, float]:
     """Solve ``B y = b`` (``b`` of shape ``(n, q)``) by (Jacobi-preconditioned) conjugate gradients.
 
     Stops when every column satisfies ``‖b − B y‖ <= rtol ‖b‖`` (true residual
-    recurrence). Returns ``(y, iterations)``; raises ``RuntimeError`` if it
-    does not reach ``rtol`` within ``maxiter`` (B not SPD, or ill-conditioned).
+    recurrence). Returns ``(y, iterations, worst relative residual)``: the
+    caller applies its failure policy when that exceeds ``rtol`` (``B``
+    ill-conditioned). A direction with ``pᵀ B p <= 0`` while the residual is
+    still above ``rtol`` is a certificate that ``B`` is not positive definite:
+    a ``ValueError`` naming ``B``.
     """
     minv = None if diag is None else 1.0 / diag.unsqueeze(-1)
     y = torch.zeros_like(b)
@@ -73,23 +78,32 @@ def cg_solve(B, b: torch.Tensor, rtol: float, maxiter: int, diag=None) -> tuple[
     rz = (r * z).sum(0)
     bnorm = torch.linalg.vector_norm(b, dim=0)
     target = rtol * bnorm
+    rnorm = bnorm
     for it in range(1, maxiter + 1):
         Bp = B.matmat(p)
         pBp = (p * Bp).sum(0)
-        if bool(((pBp <= 0) & (torch.linalg.vector_norm(r, dim=0) > target)).any()):
-            raise RuntimeError("B is not positive definite: CG met a direction with pᵀ B p <= 0.")
+        breakdown = (pBp <= 0) & (torch.linalg.vector_norm(r, dim=0) > target)
+        if bool(breakdown.any()):
+            j = int(breakdown.nonzero()[0])
+            raise ValueError(
+                NOT_SPD + f"conjugate gradients on B (ARPACK's mode 2 applies B⁻¹) met a direction p with "
+                f"pᵀ B p = {float(pBp[j]):.3e} <= 0, so B is indefinite or singular." + PASS_SPD
+            )
         alpha = torch.where(pBp > 0, rz / pBp, torch.zeros_like(rz))
         y = y + alpha * p
         r = r - alpha * Bp
-        if bool((torch.linalg.vector_norm(r, dim=0) <= target).all()):
-            return y, it
+        rnorm = torch.linalg.vector_norm(r, dim=0)
+        if bool((rnorm <= target).all()):
+            return y, it, _worst(rnorm, bnorm)
         z = r if minv is None else minv * r
         rz_new = (r * z).sum(0)
         p = z + torch.where(rz > 0, rz_new / rz, torch.zeros_like(rz)) * p
         rz = rz_new
-    raise RuntimeError(
-        f"CG on B did not reach rtol={rtol:.1e} in {maxiter} iterations; B is ill-conditioned or not SPD."
-    )
+    return y, maxiter, _worst(rnorm, bnorm)
+
+
+def _worst(rnorm, bnorm) -> float:
+    return float((rnorm / torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))).max()) if rnorm.numel() else 0.0
 
 
 class _Deflated:
@@ -210,10 +224,19 @@ class Arpack(IterativeOptions):
         Inner CG solves with ``B`` (generalized problems only); ``None``:
         ``1e-3 · rtol``, and if the true residuals then miss ``rtol`` (the
         CG error limits eigenvalues far below the spectrum's scale, e.g. an
-        exact zero) one more solve with ``0.1 · rtol · eps^{1/4}``.
+        exact zero) one more solve with ``0.1 · rtol · eps^{1/4}``. A solve
+        that misses ``cg_rtol`` in ``cg_maxiter`` iterations follows
+        ``on_failure``: :class:`eigrad.ConvergenceError` at once, or with
+        ``"warn"`` a :class:`eigrad.ConvergenceWarning` when the result is
+        returned.
 
     Notes
     -----
+    ``B`` must be symmetric positive definite: a short Lanczos run on ``B``
+    (:func:`eigrad.eigensolvers._definite.check_B_positive`), a breakdown of
+    the inner CG (``pᵀ B p <= 0``) and a Cholesky factorization of ``Xᵀ B X``
+    raise a ``ValueError`` naming ``B``.
+
     One problem at a time (no batch dimensions; use :class:`LOBPCG`), no
     preconditioner (use :class:`Primme` or :class:`LOBPCG`). ``X0``: ARPACK
     takes one start vector, the sum of the columns of ``X0``. Problems with
@@ -280,15 +303,28 @@ class Arpack(IterativeOptions):
             v0 = np.random.default_rng(self.seed).uniform(-1.0, 1.0, n).astype(np_dtype)
 
         kwargs = {}
+        cg_worst = [0.0]  # the largest relative residual an inner CG solve with B stopped at
         if B is not None:
+            check_B_positive(B, self.seed)  # B SPD (_definite.py); CG's breakdown is the second check
             diag = _diagonal_of(B)
             cg_tol = self.cg_rtol if self.cg_rtol is not None else 1e-3 * rtol
             Mop = NumpyBridge(B).linop
 
             def minv(x):
                 b = torch.from_numpy(np.ascontiguousarray(x).reshape(n, -1)).to(device, dtype)
-                y, _ = cg_solve(B, b, cg_tol, self.cg_maxiter, diag)
+                y, _, worst = cg_solve(B, b, cg_tol, self.cg_maxiter, diag)
+                cg_worst[0] = max(cg_worst[0], worst)
+                if worst > cg_tol and self.on_failure == "raise":
+                    raise ConvergenceError(cg_failure(worst))
                 return y.cpu().numpy().reshape(x.shape)
+
+            def cg_failure(worst):
+                return (
+                    f"Arpack did not converge: an inner conjugate-gradient solve with B (mode 2 applies B⁻¹ every "
+                    f"Lanczos step) stopped at relative residual {worst:.1e} > cg_rtol={cg_tol:.1e} after "
+                    f"cg_maxiter={self.cg_maxiter} iterations: B is ill-conditioned. Raise Arpack(cg_maxiter=...) "
+                    "or cg_rtol, or pass solver='lobpcg' (or 'primme'), which need no solves with B."
+                )
 
             kwargs = {"M": Mop, "Minv": spla.LinearOperator((n, n), matvec=minv, matmat=minv, dtype=np_dtype)}
 
@@ -374,6 +410,8 @@ class Arpack(IterativeOptions):
             X = torch.cat([X, torch.zeros(n, pad, dtype=dtype, device=device)], dim=-1)
             vals_t = torch.cat([vals_t, torch.full((pad,), float("nan"), dtype=dtype, device=device)])
         rnorm, bxnorm = true_residuals(A, B, X, vals_t)
+        if bool(torch.isfinite(vals_t).all()):
+            check_B_gram(B, X)
         n_matvec = bridge.count + extra + m
         # the spectrum's scale for the residual floor and the degeneracy tolerances: the computed
         # values alone say nothing when they are all (near) zero (k = 1 at a graph Laplacian's 0)
@@ -384,6 +422,11 @@ class Arpack(IterativeOptions):
             n_iter=bridge.count + extra, status="converged",
             n_matvec=n_matvec, scale=scale,
         )
+        if B is not None and cg_worst[0] > cg_tol:  # on_failure="warn": inner solves missed cg_rtol
+            reason = "; ".join(r for r in (reason, unverified, (
+                f"the inner CG solves with B stopped at relative residual up to {cg_worst[0]:.1e} > "
+                f"cg_rtol={cg_tol:.1e} (raise cg_maxiter, or pass solver='lobpcg')")) if r)
+            return finish(sol, rho, rtol, self.on_failure, name, reason, failed=True)
         # a verification that could not conclude is a failure too: never returned as converged
         return finish(sol, rho, rtol, self.on_failure, name, reason or unverified, failed=bool(unverified))
 

@@ -17,7 +17,8 @@ from .. import _monitor
 from .._errors import ConvergenceError, ConvergenceWarning
 from ..operators import LinearOperator
 from ._base import EigSolution
-from ._reduce import back_transform, cholesky_of_B, reduce_to_standard
+from ._definite import negative_norm_error
+from ._reduce import back_transform, scaled_standard_form, unscale_eigenvalues
 
 
 def sym(H: torch.Tensor) -> torch.Tensor:
@@ -39,6 +40,12 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
     (and, with ``with_ratio``, the smallest kept ``θ / max θ`` over the batch,
     a measure of how much accuracy the step lost). ``BV`` is updated by the
     same combination (no operator application); pass ``BV is V`` for ``B = I``.
+
+    With a mass matrix (``BV is not V``) ``G`` must be positive semidefinite
+    to rounding: a diagonal entry ``vᵀBv`` or an eigenvalue of the scaled
+    ``G`` below minus its rounding bound (``n·eps`` times the sizes of the
+    products it came from, tenfold) proves that ``B`` is indefinite and raises
+    a ``ValueError`` naming ``B`` (those directions were dropped silently).
     """
     q = V.shape[-1]
     finfo = torch.finfo(V.dtype)
@@ -49,6 +56,8 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
     dinv = torch.where(d > 0, d.clamp_min(finfo.tiny).rsqrt(), torch.zeros_like(d))
     Gs = dinv.unsqueeze(-1) * G * dinv.unsqueeze(-2)
     theta, U = torch.linalg.eigh(Gs)
+    if BV is not V:
+        _check_gram_signs(V, BV, d, dinv, theta)
     tmax = theta.amax(dim=-1, keepdim=True).clamp_min(0)
     keep = theta > tau * tmax
     scale = torch.where(keep, theta.clamp_min(finfo.tiny).rsqrt(), torch.zeros_like(theta))
@@ -59,6 +68,23 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
         return Vn, BVn, keep
     ratio = torch.where(keep, theta / tmax.clamp_min(finfo.tiny), torch.ones_like(theta))
     return Vn, BVn, keep, float(ratio.min()) if ratio.numel() else 1.0
+
+
+def _check_gram_signs(V, BV, d, dinv, theta):
+    """``ValueError`` when ``G = Vᵀ B V`` is indefinite beyond rounding (see :func:`svqb`)."""
+    n = V.shape[-2]
+    eps = torch.finfo(V.dtype).eps
+    vn, bn = torch.linalg.vector_norm(V, dim=-2), torch.linalg.vector_norm(BV, dim=-2)  # (*b, q)
+    tol_d = 10 * n * eps * vn * bn
+    if bool((d < -tol_d).any()):
+        i = int((d < -tol_d).flatten().nonzero()[0])
+        raise negative_norm_error(float(d.flatten()[i]), float(tol_d.flatten()[i]))
+    # |ΔGs_ij| <= n eps a_i b_j with a = ‖v‖/√d, b = ‖Bv‖/√d (directions with d <= 0 are zeroed)
+    tol_t = 10 * n * eps * (torch.linalg.vector_norm(vn * dinv, dim=-1) * torch.linalg.vector_norm(bn * dinv, dim=-1))
+    tmin = theta[..., 0] if theta.shape[-1] else torch.zeros_like(tol_t)
+    if bool((tmin < -tol_t).any()):
+        i = int((tmin < -tol_t).flatten().nonzero()[0])
+        raise negative_norm_error(float(tmin.flatten()[i]), float(tol_t.flatten()[i]))
 
 
 def relative_residuals(rnorm, evals, bxnorm, nu):
@@ -136,13 +162,10 @@ def finish(
 def dense_fallback(A, B, k: int, g: int, largest: bool) -> EigSolution:
     """Tiny problems: the dense matrix and ``torch.linalg.eigh`` (exact, ``n`` applications)."""
     n = A.shape[-1]
-    Ad = sym(A.to_dense())
-    if B is None:
-        evals, evecs = torch.linalg.eigh(Ad)
-    else:
-        Lc = cholesky_of_B(sym(B.to_dense()))
-        evals, W = torch.linalg.eigh(reduce_to_standard(Ad, Lc))
-        evecs = back_transform(Lc, W)
+    C, Lc, s = scaled_standard_form(sym(A.to_dense()), None if B is None else sym(B.to_dense()))
+    mu, W = torch.linalg.eigh(C)
+    evals = unscale_eigenvalues(mu, s)
+    evecs = W if Lc is None else back_transform(Lc, W)
     lo, hi = (n - k - g, n) if largest else (0, k + g)
     vals, vecs = evals[..., lo:hi], evecs[..., lo:hi]
     rnorm, _ = true_residuals(A, B, vecs, vals)

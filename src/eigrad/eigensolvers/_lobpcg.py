@@ -42,6 +42,7 @@ from ._iterative import (
     svqb,
     sym,
 )
+from ._definite import NOT_SPD, PASS_SPD, check_B_gram, check_B_positive
 from ._options import IterativeOptions, check_positive_int
 
 #: default iteration cap of LOBPCG
@@ -87,6 +88,15 @@ class LOBPCG(IterativeOptions):
     with ``σ`` above them). It is applied to the residuals every iteration.
     ``X0 (*batch, n, j)`` (or ``(n, j)``) fills the first ``j`` columns of the
     start block, the rest is random from ``seed``.
+
+    ``B`` must be symmetric positive definite: a short Lanczos run on ``B``
+    before iterating (:func:`eigrad.eigensolvers._definite.check_B_positive`,
+    32 applications of ``B`` to one vector), the signs of every B-Gram matrix
+    formed (:func:`~eigrad.eigensolvers._iterative.svqb`) and a Cholesky
+    factorization of ``Xᵀ B X`` at the end raise a ``ValueError`` naming
+    ``B`` when it is indefinite or singular. Without them an indefinite
+    ``B`` was accepted and the smallest eigenvalue skipped silently: LOBPCG
+    minimizes the Rayleigh quotient over ``xᵀ B x > 0``.
     """
 
     block_size: int | None = None
@@ -107,6 +117,8 @@ class LOBPCG(IterativeOptions):
         m = max(min(m, n // 3), nw)
         if 3 * m > n:
             return dense_fallback(A, B, k, g, largest)
+        if B is not None:  # B SPD (_definite.py): LOBPCG alone would stay in xᵀBx > 0 and skip the rest
+            check_B_positive(B, self.seed)
         dtype, device = A.dtype, A.device
         batch = tuple(A.shape[:-2]) if B is None else torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
         rtol = self.resolved_rtol(dtype)
@@ -121,6 +133,7 @@ class LOBPCG(IterativeOptions):
             BX = apply_B(B, X)
             rnorm = torch.linalg.vector_norm(AX - BX * theta.unsqueeze(-2), dim=-2)
             rho = relative_residuals(rnorm, theta, torch.linalg.vector_norm(BX, dim=-2), nu)
+            check_B_gram(B, X, BX)
         if largest:  # eigenpairs of −A, ascending → of A, ascending
             theta, X, rnorm, rho = -theta.flip(-1), X.flip(-1), rnorm.flip(-1), rho.flip(-1)
         sol = make_solution(
@@ -157,7 +170,12 @@ def _orthonormal_block(A, B, X, gen_seed: int):
         noise = torch.randn(X.shape, generator=gen, dtype=X.dtype).to(X.device)
         X = torch.where(keep.unsqueeze(-2), X, noise)
     else:
-        raise RuntimeError("LOBPCG could not build a B-orthonormal start block; is B positive definite?")
+        if B is not None:
+            raise ValueError(
+                NOT_SPD + "LOBPCG could not B-orthonormalize a random start block (its B-Gram matrix stayed "
+                "singular), so B is singular to working precision." + PASS_SPD
+            )
+        raise RuntimeError("LOBPCG could not build an orthonormal start block from random vectors.")
     AX = A.matmat(X)
     BX = apply_B(B, X)
     theta, C = torch.linalg.eigh(sym(X.transpose(-1, -2) @ AX))

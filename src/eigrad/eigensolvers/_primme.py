@@ -22,6 +22,7 @@ from ._iterative import (
     true_residuals,
 )
 from ._arpack import verify_no_missed
+from ._definite import check_B_gram, check_B_positive
 from ._options import IterativeOptions, check_positive_int
 
 
@@ -72,6 +73,11 @@ class Primme(IterativeOptions):
 
     Notes
     -----
+    ``B`` must be symmetric positive definite: a short Lanczos run on ``B``
+    (:func:`eigrad.eigensolvers._definite.check_B_positive`) before PRIMME
+    starts and a Cholesky factorization of ``Xᵀ B X`` of its result raise a
+    ``ValueError`` naming ``B``.
+
     One problem at a time (no batch dimensions). ``preconditioner`` should
     approximate ``(A − σB)⁻¹`` near the wanted eigenvalues (PRIMME's
     ``OPinv``). ``X0 (n, j)`` gives up to ``k + n_guard`` initial guesses.
@@ -120,6 +126,8 @@ class Primme(IterativeOptions):
         bridge = NumpyBridge(A)
         kwargs = {}
         if B is not None:
+            # B SPD (_definite.py): PRIMME's B-orthogonalization would otherwise meet xᵀBx <= 0 unannounced
+            check_B_positive(B, self.seed)
             kwargs["M"] = NumpyBridge(B).linop
         T = as_apply(preconditioner, "Primme")
         if T is not None:
@@ -186,6 +194,8 @@ class Primme(IterativeOptions):
                 np.random.default_rng([self.seed, 1]),
             )
         rnorm, bxnorm = true_residuals(A, B, X, vals_t)
+        if bool(torch.isfinite(vals_t).all()):
+            check_B_gram(B, X)
         nu = max(float(vals_t.abs().max()), float(stats.get("estimateLargestSVal", 0.0) or 0.0))
         rho = relative_residuals(rnorm, vals_t, bxnorm, nu)
         sol = make_solution(

@@ -1,10 +1,15 @@
 """Shifted solves through the tridiagonal reduction kept by the forward.
 
-The dense subset eigensolver reduces ``C = Lc⁻¹ A Lc⁻ᵀ = Q T Qᵀ`` (LAPACK
-``sytrd``; ``Lc`` the Cholesky factor of ``B``, absent when ``B = I``). Then
+The dense subset eigensolver reduces ``2**σ C = Q T Qᵀ`` with
+``C = Lc⁻¹ A Lc⁻ᵀ`` (LAPACK ``sytrd``; ``Lc`` the Cholesky factor of ``B``,
+absent when ``B = I``; ``2**σ`` the exact power of two that scaled ``C`` into
+``max|2**σ C| ∈ [0.5, 1)``, ``eigensolvers._reduce.scaled_standard_form``).
+Then
 
-    (A - s B) y = r   <=>   (T - s) z = Qᵀ Lc⁻¹ r,   y = Lc⁻ᵀ Q z,
+    (A - s B) y = r   <=>   (T - 2**σ s) z = Qᵀ Lc⁻¹ r,   y = 2**σ Lc⁻ᵀ Q z,
 
+so the shifted systems are solved on the scaled ``T`` that the forward's
+eigenvalues came from, at every magnitude of ``A`` and ``B``,
 and the B-projection against a cluster becomes the Euclidean projection
 against ``Z_g = Qᵀ Lcᵀ X_g`` (orthonormal). Each shifted tridiagonal system is
 O(n) (LAPACK ``gtsv``); applying ``Q`` costs O(n² c). The system is singular
@@ -28,6 +33,7 @@ import scipy.linalg.lapack as lapack
 import torch
 
 from .._errors import ConvergenceWarning
+from .._scaling import ldexp, pow2_exponent
 
 
 def apply_Q(refl: torch.Tensor, tau: torch.Tensor, Z: torch.Tensor, transpose: bool = False) -> torch.Tensor:
@@ -164,12 +170,14 @@ BROADENING_UNSUPPORTED = (
 class TridiagonalSolve:
     """Shifted solver on the kept tridiagonal reduction.
 
-    ``tensors = (d (*b,n), e (*b,n-1), refl (*b,n,n), tau (*b,n-1), Lc)``
-    with ``Lc`` (*b,n,n) the Cholesky factor of ``B`` or an empty tensor.
+    ``tensors = (d (*b,n), e (*b,n-1), refl (*b,n,n), tau (*b,n-1), Lc, sigma (*b,))``
+    with ``Lc`` (*b,n,n) the Cholesky factor of ``B`` or an empty tensor and
+    ``sigma`` (int64) the exponent of the scaling ``T = Qᵀ (2**σ C) Q`` (module
+    docstring).
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor], atol: float, rtol: float):
-        self.d, self.e, self.refl, self.tau, self.Lc = tensors
+        self.d, self.e, self.refl, self.tau, self.Lc, self.sigma = tensors
         self.atol = atol
         self.rtol = rtol
 
@@ -177,6 +185,10 @@ class TridiagonalSolve:
         has_B = self.Lc.numel() > 0
         batch = R.shape[:-2]
         n, c = R.shape[-2:]
+        # each right-hand side scaled by a power of two to max 1 (exact; undone at the end): with
+        # B far from 1 the columns of Lc⁻¹ R reach 1e300, and numpy's norms square them
+        er = pow2_exponent(R.mT, dims=1)  # (*b, c)
+        R = ldexp(R, -er.unsqueeze(-2), dims=0)
         Rt = torch.linalg.solve_triangular(self.Lc, R, upper=False) if has_B else R
         W = self.Lc.mH @ X if has_B else X
         # Qᵀ [Rt, W] (complex: Qᴴ) in one pass over the reflectors (memory-bound for few columns)
@@ -184,12 +196,16 @@ class TridiagonalSolve:
         RW = torch.cat([Rt.expand(*bb, n, c), W.expand(*bb, n, W.shape[-1])], dim=-1)
         QtRW = apply_Q(self.refl, self.tau, RW, transpose=True)
         Bt, Zx = QtRW[..., :c], QtRW[..., c:]  # (*b, n, c), (*b, n, K) orthonormal
+        eb = pow2_exponent(Bt.mT, dims=1)  # (*b, c)
+        Bt = ldexp(Bt, -eb.unsqueeze(-2), dims=0)
         d = self.d.reshape(-1, n).cpu().numpy()
         e = self.e.reshape(d.shape[0], max(n - 1, 0)).cpu().numpy()  # n = 1: (batch, 0)
         Bn = Bt.reshape(-1, n, c).cpu().numpy()
         Zn = Zx.reshape(-1, n, Zx.shape[-1]).cpu().numpy()
         Mn = M.reshape(-1, M.shape[-2], c).cpu().numpy()
-        sn = shifts.reshape(-1, c).cpu().numpy()
+        # the shifts in the units of T (2**σ λ_j: eigenvalues of the scaled matrix, O(1))
+        sigma = self.sigma.expand(bb)
+        sn = ldexp(shifts.expand(*bb, c), sigma, dims=1).reshape(-1, c).cpu().numpy()
         out = np.zeros_like(Bn)
         for b in range(Bn.shape[0]):
             scale = float(np.max(np.abs(d[b]))) + (2 * float(np.max(np.abs(e[b]))) if n > 1 else 0.0)
@@ -201,7 +217,8 @@ class TridiagonalSolve:
         Y = apply_Q(self.refl, self.tau, Z)
         if has_B:
             Y = torch.linalg.solve_triangular(self.Lc.mH, Y, upper=True)
-        return Y
+        # y = 2**σ Lc⁻ᴴ Q z, and the two scalings of the right-hand side undone
+        return ldexp(Y, (sigma.unsqueeze(-1) + er + eb).unsqueeze(-2), dims=0)
 
 
 def tridiagonal_factory(tensors, atol, rtol, broadening=None):

@@ -8,6 +8,7 @@ import dataclasses
 
 from .._api import _backward_options, eigsh
 from .._options import BackwardOptions
+from .._scaling import ldexp, pow2_exponent
 from ..operators import FunctionOperator
 
 
@@ -51,6 +52,13 @@ def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOp
     subgradient. Singular values that are only nearly equal (distinct to
     working accuracy, docs/guide.md) have the ordinary gradient ``u vᵀ`` and
     are not reported. At ``σ_max = 0`` the gradient is infinite.
+
+    ``W`` is scaled by an exact power of two to ``max|W| ∈ [0.5, 1)`` first
+    (a constant of the computation, so the value is scaled back and the
+    gradient, which is scale invariant, passes through unchanged): the Gram
+    matrix ``WᵀW`` would underflow to zero below ``max|W| ≈ 1e-154`` (float64)
+    or overflow above ``1e154``, and every finite ``W`` gets its norm to the
+    working precision.
     """
     if not torch.is_tensor(W) or W.layout != torch.strided:
         raise TypeError(f"W must be a dense torch.Tensor (*batch, m, n); received {type(W).__name__}.")
@@ -59,6 +67,8 @@ def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOp
     if W.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"W has dtype {W.dtype}; pass a float32 or float64 tensor (W.to(torch.float64)).")
     m, n = W.shape[-2:]
+    e = pow2_exponent(W)  # (*batch,): a constant, not differentiated
+    W = ldexp(W, -e)
     if W.dim() == 2:
         p, fn = (n, _gram) if n <= m else (m, _cogram)
         A = FunctionOperator(fn, (W,), (p, p))
@@ -66,4 +76,4 @@ def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOp
         A = W.mT @ W if n <= m else W @ W.mT
     opts = dataclasses.replace(_backward_options(backward), _caller="spectral_norm")  # the reports speak of σ, W
     lam = eigsh(A, 1, largest=True, solver=solver, backward=opts).eigenvalues[..., 0]
-    return lam.clamp_min(0).sqrt()
+    return ldexp(lam.clamp_min(0).sqrt(), e, dims=0)
