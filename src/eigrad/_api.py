@@ -10,12 +10,14 @@ from typing import NamedTuple
 import torch
 
 from ._options import BackwardOptions
-from ._validation import check_dense_matrix, check_k, check_pair
+from ._validation import check_dense_matrix, check_k, check_pair, check_uplo
 from .autodiff._dense_function import DenseEig
 from .autodiff._operator_function import OperatorConfig, OperatorEig
+from .autodiff._triangle import read_triangle
 from .eigensolvers import DenseEigh, LapackSubset
 from .eigensolvers._materialize import Materialized
 from .operators import LinearOperator, as_operator
+from .operators._scipy import is_scipy_linear_operator, is_scipy_sparse
 
 
 class EigResult(NamedTuple):
@@ -142,34 +144,81 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts):
     return cfg, (*tA, *tB)
 
 
+def _empty_operator_result(A, B) -> "EigResult":
+    """``k = 0`` for operators: empty tensors attached to the operators' floating tensors (zero gradients)."""
+    Aop = as_operator(A, name="A")
+    Bop = None if B is None else as_operator(B, name="B")
+    _check_operator_pair(Aop, Bop)
+    batch = Aop.batch_shape if Bop is None else torch.broadcast_shapes(Aop.batch_shape, Bop.batch_shape)
+    tensors = [t for op in (Aop, Bop) if op is not None for t in op.flatten()[0] if t.is_floating_point()]
+    X = torch.zeros(*batch, Aop.n, 0, dtype=Aop.dtype, device=Aop.device)
+    for t in tensors:
+        X = X + t.reshape(-1)[:0].sum()  # no element is read
+    return EigResult(X.sum(-2), X)
+
+
 def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts) -> "EigResult":
     """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
+    if check_k(k, as_operator(A, name="A").n, allow_zero=True) == 0:
+        return _empty_operator_result(A, B)
     cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts)
     out = OperatorEig.apply(cfg, *tensors)
     return EigResult(out[0], out[1])
 
 
 def _check_dense_inputs(A, B):
-    check_dense_matrix("A", A)
-    if A.is_sparse or A.layout != torch.strided:
-        raise TypeError(
-            f"A has layout {A.layout}; eigrad.eigh takes dense matrices. For a sparse matrix or an "
-            "operator call eigrad.eigsh(A, k), which accepts them."
-        )
+    for name, M in (("A", A), ("B", B)):
+        if M is None:
+            continue
+        if not _is_dense_tensor(M) and (torch.is_tensor(M) or isinstance(M, LinearOperator)
+                                        or is_scipy_sparse(M) or is_scipy_linear_operator(M)):
+            what = f"a tensor with layout {M.layout}" if torch.is_tensor(M) else f"a {type(M).__name__}"
+            raise TypeError(
+                f"{name} is {what}; eigrad.eigh takes dense tensors. For a sparse or matrix-free {name} call "
+                f"eigrad.eigsh(A, k{', B=B' if name == 'B' else ''}), which accepts them (k eigenpairs), or "
+                f"pass {name}.to_dense()."
+            )
+        check_dense_matrix(name, M, allow_empty=True)
     if B is not None:
-        check_dense_matrix("B", B)
         check_pair(A, B)
 
 
-def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOptions | None = None) -> EigResult:
+def _empty_result(A, B, k: int) -> EigResult:
+    """An empty answer (``n = 0``, a zero batch dimension, or ``k = 0``), shaped as torch's and
+    attached to ``A`` (and ``B``) so that the backward and the JVP run (zero gradients)."""
+    Z = A[..., :, :k]  # (*batch, n, k): no element is read
+    if B is not None:
+        Z = Z + B[..., :, :k]
+    return EigResult(Z.sum(-2), Z.clone())
+
+
+def eigh(
+    A: torch.Tensor,
+    B: torch.Tensor | None = None,
+    *,
+    UPLO: str | None = None,
+    backward: BackwardOptions | None = None,
+) -> EigResult:
     """All eigenpairs of ``A X = B X Λ``, ``Xᵀ B X = I``: a drop-in for ``torch.linalg.eigh``.
 
     Parameters
     ----------
     A : Tensor (*batch, n, n)
-        Real symmetric, float32 or float64.
+        Real symmetric, float32 or float64. ``n = 0`` and zero batch
+        dimensions are allowed: the result is then empty, shaped as torch's.
     B : Tensor (*batch, n, n), optional
-        Symmetric positive definite mass matrix; ``None`` for ``B = I``.
+        Symmetric positive definite mass matrix; ``None`` for ``B = I``. A
+        dense tensor (for a sparse or matrix-free ``B`` use :func:`eigsh`).
+    UPLO : {None, "L", "U"}
+        ``None`` (default): ``A`` (and ``B``) must be symmetric to rounding
+        (checked) and are read as ``(A + Aᵀ)/2``. ``"L"``/``"U"`` (either
+        case): as ``torch.linalg.eigh``, only the lower/upper triangle is read
+        (the other is never looked at, so it may hold anything) and no
+        symmetry check is made; with ``B`` the same triangle of ``B`` is read
+        (as scipy's ``lower=``). Gradients are torch's: the symmetric gradient
+        of the matrix the triangle describes, ``Ā = sym(L_A Xᵀ)``, returned
+        whole (not restricted to the triangle); forward-mode tangents are
+        symmetrized likewise.
     backward : BackwardOptions, optional
         Degeneracy tolerances and the gauge policy for derivatives.
 
@@ -187,8 +236,12 @@ def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOp
     is symmetric (``A`` is read as ``(A + Aᵀ)/2``).
     """
     _check_dense_inputs(A, B)
+    uplo = check_uplo(UPLO)
     n = A.shape[-1]
     opts = _backward_options(backward)
+    if A.numel() == 0 or (B is not None and B.numel() == 0):
+        return _empty_result(A, B, n)
+    A, B = read_triangle(A, uplo), read_triangle(B, uplo)
     out = DenseEig.apply(A, B, n, False, DenseEigh(), opts)
     return EigResult(out[0], out[1])
 
@@ -216,7 +269,11 @@ def eigsh(
         (gradient to its parameters), or a ``scipy.sparse`` matrix /
         ``scipy.sparse.linalg.LinearOperator`` (no gradient).
     k : int
-        Number of eigenpairs, ``1 <= k <= n``.
+        Number of eigenpairs, ``0 <= k <= n``: any integral type (``int``,
+        ``numpy.int64``, a 0-d integer tensor). ``k = 0`` returns empty
+        ``(*batch, 0)`` / ``(*batch, n, 0)`` tensors (attached to the inputs,
+        zero gradients), as do a dense ``A`` with ``n = 0`` or a zero batch
+        dimension.
     B : same kinds as ``A``, optional
         Symmetric positive definite; ``None`` for the standard problem.
     largest : bool
@@ -267,8 +324,10 @@ def eigsh(
         return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward))
     _check_dense_inputs(A, B)
     n = A.shape[-1]
-    k = check_k(k, n)
+    k = check_k(k, n, allow_zero=True)
     opts = _backward_options(backward)
     s = _dense_solver(solver, A, n, k)
+    if k == 0 or A.numel() == 0 or (B is not None and B.numel() == 0):
+        return _empty_result(A, B, k)
     out = DenseEig.apply(A, B, k, largest, s, opts)
     return EigResult(out[0], out[1])
