@@ -48,11 +48,24 @@ def _backward_options(backward) -> BackwardOptions:
     return backward
 
 
+def _iterative_for_dense(solver) -> ValueError:
+    name = solver if isinstance(solver, str) else type(solver).__name__
+    return ValueError(
+        f"solver={name!r} is an iterative eigensolver for operators, and A is a dense tensor; wrap it: "
+        f"eigrad.eigsh(eigrad.as_operator(A), k, solver={solver!r}) (gradient to the whole matrix, "
+        "symmetrized), or pass solver='dense' / 'lapack' (the direct dense solvers, usually faster for a "
+        "matrix that fits in memory)."
+    )
+
+
 def _dense_solver(solver, A, n: int, k: int):
     if solver == "auto":
         use_subset = A.device.type == "cpu" and n >= _SUBSET_MIN_N and k <= _SUBSET_MAX_FRACTION * n
         return LapackSubset() if use_subset else DenseEigh()
     if isinstance(solver, str):
+        auto = _iterative_solvers()
+        if auto is not None and solver in auto.ITERATIVE_SOLVERS:
+            raise _iterative_for_dense(solver)
         if solver not in _DENSE_SOLVERS:
             raise ValueError(
                 f"solver={solver!r} is not a dense eigensolver; pass one of 'auto', "
@@ -61,6 +74,8 @@ def _dense_solver(solver, A, n: int, k: int):
             )
         return _DENSE_SOLVERS[solver]()
     if callable(solver) and hasattr(solver, "handle_factory"):
+        if solver.handle_factory is None:  # an iterative solver (it works on operators, leaves no handle)
+            raise _iterative_for_dense(solver)
         return solver
     raise TypeError(f"solver must be a name or an eigrad eigensolver; received {type(solver).__name__}.")
 
@@ -140,7 +155,7 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts):
     tA, spec_A = Aop.flatten()
     tB, spec_B = ((), None) if Bop is None else Bop.flatten()
     cfg = OperatorConfig(k, largest, s, opts, spec_A, len(tA), spec_B,
-                         None if X0 is None else X0.detach(), preconditioner)
+                         None if X0 is None else X0.detach(), preconditioner, torch.is_grad_enabled())
     return cfg, (*tA, *tB)
 
 
