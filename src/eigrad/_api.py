@@ -204,7 +204,10 @@ def _empty_result(A, B, k: int) -> EigResult:
     Z = A[..., :, :k]  # (*batch, n, k): no element is read
     if B is not None:
         Z = Z + B[..., :, :k]
-    return EigResult(Z.sum(-2), Z.clone())
+    L = Z.sum(-2)
+    if L.is_complex():  # Hermitian: real eigenvalues, as torch
+        L = L.real.clone()
+    return EigResult(L, Z.clone())
 
 
 def eigh(

@@ -11,7 +11,7 @@ cotangent and the tangent through unchanged. ``eigh``'s Function then
 symmetrizes the tangent (``sym(Ȧ)``), as for ``UPLO=None``.
 
 So for any ``A``, ``eigh(A, UPLO=u)`` has the derivatives of
-``eigh(S)`` at ``S = tril(A) + tril(A, -1)ᵀ`` (or the upper analogue), as torch's.
+``eigh(S)`` at ``S = tril(A) + tril(A, -1)ᵀ`` (or the upper analogue; ᴴ for complex), as torch's.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ import torch
 
 
 def mirror(A: torch.Tensor, uplo: str) -> torch.Tensor:
-    """``tril(A) + tril(A, -1)ᵀ`` for ``"L"``, ``triu(A) + triu(A, 1)ᵀ`` for ``"U"`` (the other triangle unread)."""
-    if uplo == "L":
-        return A.tril() + A.tril(-1).transpose(-1, -2)
-    return A.triu() + A.triu(1).transpose(-1, -2)
+    """``tril(A) + tril(A, -1)ᴴ`` for ``"L"``, ``triu(A) + triu(A, 1)ᴴ`` for ``"U"`` (the other triangle
+    unread; for complex ``A`` the diagonal's imaginary part is dropped, as LAPACK's Hermitian drivers do)."""
+    off = A.tril(-1) if uplo == "L" else A.triu(1)
+    d = A.diagonal(dim1=-2, dim2=-1)
+    if A.is_complex():
+        d = d.real.to(A.dtype)
+    return off + off.transpose(-1, -2).conj() + torch.diag_embed(d)
 
 
 class ReadTriangle(torch.autograd.Function):
