@@ -222,3 +222,17 @@ def test_sqrtm_derivative_at_a_zero_eigenvalue():
         eigrad.sqrtm(A).trace().backward()
     with pytest.raises(ValueError, match=r"does not exist here"):
         torch.func.jvp(eigrad.sqrtm, (P,), (torch.eye(5, dtype=D),))
+
+
+@pytest.mark.parametrize("solver", ["auto", "lobpcg"])
+def test_nan_when_a_small_operator_is_materialized(solver):
+    # n = 8: "auto" materializes the operator, LOBPCG falls back to the dense solve; the probe (2 columns)
+    # is finite, the 8 identity columns are not
+    M = LAP[:8, :8]
+
+    def matmat(X):
+        return M @ X if X.shape[-1] <= 2 else (M @ X) / 0.0
+
+    op = eigrad.FunctionOperator(matmat, (), 8, dtype=D)
+    with pytest.raises(ValueError, match=r"A.matmat returned NaN or inf when the operator was materialized"):
+        eigrad.eigsh(op, 2, solver=solver)

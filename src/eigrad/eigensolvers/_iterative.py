@@ -136,10 +136,15 @@ def dense_fallback(A, B, k: int, g: int, largest: bool) -> EigSolution:
     """Tiny problems: the dense matrix and ``torch.linalg.eigh`` (exact, ``n`` applications)."""
     n = A.shape[-1]
     Ad = sym(A.to_dense())
+    Bd = None if B is None else sym(B.to_dense())
+    for name, M in (("A", Ad), ("B", Bd)):
+        if M is not None and not bool(M.isfinite().all()):
+            raise ValueError(nonfinite_message(f"{name}.matmat", "when the operator was materialized (applied "
+                                               "to the identity: a small problem is solved densely)"))
     if B is None:
         evals, evecs = torch.linalg.eigh(Ad)
     else:
-        Lc = cholesky_of_B(sym(B.to_dense()))
+        Lc = cholesky_of_B(Bd)
         evals, W = torch.linalg.eigh(reduce_to_standard(Ad, Lc))
         evecs = back_transform(Lc, W)
     lo, hi = (n - k - g, n) if largest else (0, k + g)

@@ -207,6 +207,12 @@ class _Watched:
 
     def matmat(self, X):
         Y = self.op.matmat(X)
+        if not torch.is_tensor(Y) or Y.shape != X.shape:  # host metadata: free, on every product
+            got = f"shape {tuple(Y.shape)}" if torch.is_tensor(Y) else f"a {type(Y).__name__}"
+            raise ValueError(
+                f"{self.what} returned {got} for X of shape {tuple(X.shape)}; it must return a tensor of the "
+                "shape of X."
+            )
         self.log[self.what] = Y
         return Y
 
