@@ -17,7 +17,8 @@ The samples, the gradcheck wrapper and the output processing are taken from
 Every real sample passes forward (against ``torch.linalg.eigh`` on the raw,
 non-symmetric input: ``UPLO`` reads one triangle), ``gradcheck`` with
 ``check_forward_ad=True`` and ``gradgradcheck`` (reverse-over-reverse and
-forward-over-reverse). Complex samples are collected too and skipped while
+forward-over-reverse), all with batched (vmapped) gradients, which torch's
+OpInfo switches off for these two ops. Complex samples are collected too and skipped while
 ``eigrad.eigh`` rejects complex input.
 
 The samples are drawn with the global RNGs forked (torch's) and restored
@@ -125,10 +126,9 @@ def _checked_fn(name, op, sample, uplo):
 def test_gradcheck(name, dtype, i, uplo):
     op, sample = _case(name, dtype, i)
     fn = _checked_fn(name, op, sample, uplo)
-    # batched (vmapped) gradients as the OpInfo declares them: off for linalg.eigh/eigvalsh
+    # batched (vmapped) gradients too, which torch's OpInfo switches off for linalg.eigh/eigvalsh
     assert torch.autograd.gradcheck(
-        fn, (sample.input,), check_forward_ad=True, check_batched_grad=op.check_batched_grad,
-        check_batched_forward_grad=op.check_batched_forward_grad,
+        fn, (sample.input,), check_forward_ad=True, check_batched_grad=True, check_batched_forward_grad=True,
     )
 
 
@@ -136,9 +136,7 @@ def test_gradcheck(name, dtype, i, uplo):
 def test_gradgradcheck(name, dtype, i, uplo):
     op, sample = _case(name, dtype, i)
     fn = _checked_fn(name, op, sample, uplo)
-    assert torch.autograd.gradgradcheck(
-        fn, (sample.input,), check_fwd_over_rev=True, check_batched_grad=op.check_batched_gradgrad
-    )
+    assert torch.autograd.gradgradcheck(fn, (sample.input,), check_fwd_over_rev=True, check_batched_grad=True)
 
 
 @pytest.mark.parametrize("uplo", ["L", "U"])
