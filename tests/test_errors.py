@@ -80,8 +80,29 @@ def test_non_square(call):
 
 
 def test_empty_matrix():
+    # eigh / eigsh return empty results for n = 0 (as torch; tests/test_eigh_parity.py); the spectral
+    # functions do not take empty matrices
     with pytest.raises(ValueError, match=r"A is empty \(shape \(0, 0\)\); pass a matrix with n >= 1"):
-        eigrad.eigh(torch.zeros(0, 0, dtype=torch.float64))
+        eigrad.sqrtm(torch.zeros(0, 0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("UPLO", ["X", "lower", 1])
+def test_bad_uplo(UPLO):
+    with pytest.raises(ValueError, match=r"UPLO must be 'L' .*, 'U' .* or None .*; received"):
+        eigrad.eigh(A, UPLO=UPLO)
+
+
+@pytest.mark.parametrize("kind", ["torch-sparse", "operator", "scipy"])
+def test_eigh_with_sparse_B_says_eigsh(kind):
+    import scipy.sparse
+
+    Bs = {"torch-sparse": lambda: B.to_sparse(), "operator": lambda: eigrad.as_operator(B),
+          "scipy": lambda: scipy.sparse.csr_matrix(B.numpy())}[kind]()
+    with pytest.raises(TypeError, match=r"B is a .*; eigrad.eigh takes dense tensors. For a sparse or matrix-free "
+                                        r"B call eigrad.eigsh\(A, k, B=B\)"):
+        eigrad.eigh(A, Bs)
+    with pytest.raises(TypeError, match=r"A is a tensor with layout torch.sparse_coo; eigrad.eigh takes dense"):
+        eigrad.eigh(A.to_sparse())
 
 
 # --- A and B: values ----------------------------------------------------------------------------------
@@ -172,23 +193,28 @@ def test_pair_device_mismatch(call):
 
 # --- k -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("solver", ["lapack", "dense", "auto"])
-@pytest.mark.parametrize("k", [0, -1, N + 1])
+@pytest.mark.parametrize("k", [-1, N + 1])
 def test_k_out_of_range(solver, k):
-    with pytest.raises(ValueError, match=rf"k={k} is out of range for a matrix of size n={N}; pass 1 <= k <= {N}"):
+    with pytest.raises(ValueError, match=rf"k={k} is out of range for a matrix of size n={N}; pass 0 <= k <= {N}"):
         eigrad.eigsh(A, k, solver=solver)
 
 
 @pytest.mark.parametrize("k", [2.0, "2", None, True], ids=["float", "str", "None", "bool"])
 def test_k_wrong_type(k):
-    with pytest.raises(TypeError, match=r"k must be an int, received"):
+    with pytest.raises(TypeError, match=r"k must be an integer \(int, numpy integer or 0-d integer tensor\); "
+                                        r"received .*Pass int\(k\)"):
         eigrad.eigsh(A, k)
 
 
 def test_k_integer_tensor_is_accepted():
     L = eigrad.eigsh(A, torch.tensor(2)).eigenvalues
     assert L.shape == (2,)
-    with pytest.raises(TypeError, match=r"k must be an int, received Tensor"):
+    with pytest.raises(TypeError, match=r"k must be an integer .*received a tensor of shape \(\) and dtype torch.float32"):
         eigrad.eigsh(A, torch.tensor(2.0))
+    with pytest.raises(TypeError, match=r"received a tensor of shape \(1,\) and dtype torch.int64"):
+        eigrad.eigsh(A, torch.tensor([2]))
+    with pytest.raises(TypeError, match=r"received a tensor of shape \(\) and dtype torch.bool"):
+        eigrad.eigsh(A, torch.tensor(True))
 
 
 # --- the other arguments ---------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ import torch
 
 from ._info import EigshInfo, Recorded
 from ._options import BackwardOptions
-from ._validation import check_dense_matrix, check_k, check_pair, promote_pair
+from ._validation import check_dense_matrix, check_k, check_pair, check_uplo, promote_pair
 from .autodiff._dense_function import DenseEig
 from .autodiff._operator_function import OperatorConfig, OperatorEig
+from .autodiff._triangle import read_triangle
 from .eigensolvers import DenseEigh, LapackSubset
 from .eigensolvers._materialize import Materialized
 from .operators import LinearOperator, as_operator
+from .operators._scipy import is_scipy_linear_operator, is_scipy_sparse
 
 
 class EigResult(NamedTuple):
@@ -56,11 +58,24 @@ def _backward_options(backward) -> BackwardOptions:
     return backward
 
 
+def _iterative_for_dense(solver) -> ValueError:
+    name = solver if isinstance(solver, str) else type(solver).__name__
+    return ValueError(
+        f"solver={name!r} is an iterative eigensolver for operators, and A is a dense tensor; wrap it: "
+        f"eigrad.eigsh(eigrad.as_operator(A), k, solver={solver!r}) (gradient to the whole matrix, "
+        "symmetrized), or pass solver='dense' / 'lapack' (the direct dense solvers, usually faster for a "
+        "matrix that fits in memory)."
+    )
+
+
 def _dense_solver(solver, A, n: int, k: int):
     if solver == "auto":
         use_subset = A.device.type == "cpu" and n >= _SUBSET_MIN_N and k <= _SUBSET_MAX_FRACTION * n
         return LapackSubset() if use_subset else DenseEigh()
     if isinstance(solver, str):
+        auto = _iterative_solvers()
+        if auto is not None and solver in auto.ITERATIVE_SOLVERS:
+            raise _iterative_for_dense(solver)
         if solver not in _DENSE_SOLVERS:
             raise ValueError(
                 f"solver={solver!r} is not a dense eigensolver; pass one of 'auto', "
@@ -69,6 +84,8 @@ def _dense_solver(solver, A, n: int, k: int):
             )
         return _DENSE_SOLVERS[solver]()
     if callable(solver) and hasattr(solver, "handle_factory"):
+        if solver.handle_factory is None:  # an iterative solver (it works on operators, leaves no handle)
+            raise _iterative_for_dense(solver)
         return solver
     raise TypeError(f"solver must be a name or an eigrad eigensolver; received {type(solver).__name__}.")
 
@@ -164,12 +181,27 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progres
     tA, spec_A = Aop.flatten()
     tB, spec_B = ((), None) if Bop is None else Bop.flatten()
     cfg = OperatorConfig(k, largest, s, opts, spec_A, len(tA), spec_B,
-                         None if X0 is None else X0.detach(), preconditioner)
+                         None if X0 is None else X0.detach(), preconditioner, torch.is_grad_enabled())
     return cfg, (*tA, *tB)
+
+
+def _empty_operator_result(A, B) -> "EigResult":
+    """``k = 0`` for operators: empty tensors attached to the operators' floating tensors (zero gradients)."""
+    Aop = as_operator(A, name="A")
+    Bop = None if B is None else as_operator(B, name="B")
+    _check_operator_pair(Aop, Bop)
+    batch = Aop.batch_shape if Bop is None else torch.broadcast_shapes(Aop.batch_shape, Bop.batch_shape)
+    tensors = [t for op in (Aop, Bop) if op is not None for t in op.flatten()[0] if t.is_floating_point()]
+    X = torch.zeros(*batch, Aop.n, 0, dtype=Aop.dtype, device=Aop.device)
+    for t in tensors:
+        X = X + t.reshape(-1)[:0].sum()  # no element is read
+    return EigResult(X.sum(-2), X)
 
 
 def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts, progress=False) -> "EigResult":
     """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
+    if check_k(k, as_operator(A, name="A").n, allow_zero=True) == 0:
+        return _empty_operator_result(A, B)
     cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progress)
     out = OperatorEig.apply(cfg, *tensors)
     return EigResult(out[0], out[1])
@@ -178,31 +210,66 @@ def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts, progress
 def _check_dense_inputs(A, B):
     """Checked dense ``(A, B)`` in one dtype (a real ``B`` with a complex ``A``, or the reverse, of the
     same precision is promoted to complex, as ``torch.promote_types`` does)."""
-    check_dense_matrix("A", A, allow_complex=True)
-    if A.is_sparse or A.layout != torch.strided:
-        raise TypeError(
-            f"A has layout {A.layout}; eigrad.eigh takes dense matrices. For a sparse matrix or an "
-            "operator call eigrad.eigsh(A, k), which accepts them."
-        )
+    for name, M in (("A", A), ("B", B)):
+        if M is None:
+            continue
+        if not _is_dense_tensor(M) and (torch.is_tensor(M) or isinstance(M, LinearOperator)
+                                        or is_scipy_sparse(M) or is_scipy_linear_operator(M)):
+            what = f"a tensor with layout {M.layout}" if torch.is_tensor(M) else f"a {type(M).__name__}"
+            raise TypeError(
+                f"{name} is {what}; eigrad.eigh takes dense tensors. For a sparse or matrix-free {name} call "
+                f"eigrad.eigsh(A, k{', B=B' if name == 'B' else ''}), which accepts them (k eigenpairs), or "
+                f"pass {name}.to_dense()."
+            )
+        check_dense_matrix(name, M, allow_complex=True, allow_empty=True)
     if B is not None:
-        check_dense_matrix("B", B, allow_complex=True)
         check_pair(A, B)
     return promote_pair(A, B)
 
 
-def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOptions | None = None) -> EigResult:
+def _empty_result(A, B, k: int) -> EigResult:
+    """An empty answer (``n = 0``, a zero batch dimension, or ``k = 0``), shaped as torch's and
+    attached to ``A`` (and ``B``) so that the backward and the JVP run (zero gradients)."""
+    Z = A[..., :, :k]  # (*batch, n, k): no element is read
+    if B is not None:
+        Z = Z + B[..., :, :k]
+    L = Z.sum(-2)
+    if L.is_complex():  # Hermitian: real eigenvalues, as torch
+        L = L.real.clone()
+    return EigResult(L, Z.clone())
+
+
+def eigh(
+    A: torch.Tensor,
+    B: torch.Tensor | None = None,
+    *,
+    UPLO: str | None = None,
+    backward: BackwardOptions | None = None,
+) -> EigResult:
     """All eigenpairs of ``A X = B X Λ``, ``Xᴴ B X = I``: a drop-in for ``torch.linalg.eigh``.
 
     Parameters
     ----------
     A : Tensor (*batch, n, n)
         Real symmetric (float32, float64) or complex Hermitian (complex64,
-        complex128).
+        complex128). ``n = 0`` and zero batch dimensions are allowed: the
+        result is then empty, shaped as torch's.
     B : Tensor (*batch, n, n), optional
         Symmetric (complex: Hermitian) positive definite mass matrix; ``None``
-        for ``B = I``. A real ``B`` with a complex ``A`` (or the reverse) of the
-        same precision is promoted to complex; mixed precisions raise
+        for ``B = I``. A dense tensor (for a sparse or matrix-free ``B`` use
+        :func:`eigsh`). A real ``B`` with a complex ``A`` (or the reverse) of
+        the same precision is promoted to complex; mixed precisions raise
         ``TypeError``.
+    UPLO : {None, "L", "U"}
+        ``None`` (default): ``A`` (and ``B``) must be symmetric (Hermitian) to
+        rounding (checked) and are read as ``(A + Aᴴ)/2``. ``"L"``/``"U"``
+        (either case): as ``torch.linalg.eigh``, only the lower/upper triangle
+        is read (the other is never looked at, so it may hold anything) and no
+        symmetry check is made; with ``B`` the same triangle of ``B`` is read
+        (as scipy's ``lower=``). Gradients are torch's: the symmetric gradient
+        of the matrix the triangle describes, ``Ā = herm(L_A Xᴴ)``, returned
+        whole (not restricted to the triangle); forward-mode tangents are
+        symmetrized likewise.
     backward : BackwardOptions, optional
         Degeneracy tolerances and the gauge policy for derivatives.
 
@@ -226,8 +293,12 @@ def eigh(A: torch.Tensor, B: torch.Tensor | None = None, *, backward: BackwardOp
     "Complex Hermitian problems").
     """
     A, B = _check_dense_inputs(A, B)
+    uplo = check_uplo(UPLO)
     n = A.shape[-1]
     opts = _backward_options(backward)
+    if A.numel() == 0 or (B is not None and B.numel() == 0):
+        return _empty_result(A, B, n)
+    A, B = read_triangle(A, uplo), read_triangle(B, uplo)
     out = DenseEig.apply(A, B, n, False, DenseEigh(), opts)
     return EigResult(out[0], out[1])
 
@@ -260,7 +331,11 @@ def eigsh(
         (gradient to its parameters), or a ``scipy.sparse`` matrix /
         ``scipy.sparse.linalg.LinearOperator`` (no gradient).
     k : int
-        Number of eigenpairs, ``1 <= k <= n``.
+        Number of eigenpairs, ``0 <= k <= n``: any integral type (``int``,
+        ``numpy.int64``, a 0-d integer tensor). ``k = 0`` returns empty
+        ``(*batch, 0)`` / ``(*batch, n, 0)`` tensors (attached to the inputs,
+        zero gradients), as do a dense ``A`` with ``n = 0`` or a zero batch
+        dimension.
     B : same kinds as ``A``, optional
         Symmetric (complex: Hermitian) positive definite; ``None`` for the
         standard problem.
@@ -329,9 +404,11 @@ def eigsh(
         return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward), progress)
     A, B = _check_dense_inputs(A, B)
     n = A.shape[-1]
-    k = check_k(k, n)
+    k = check_k(k, n, allow_zero=True)
     opts = _backward_options(backward)
     s = _recorded(_dense_solver(solver, A, n, k), progress)
+    if k == 0 or A.numel() == 0 or (B is not None and B.numel() == 0):
+        return _empty_result(A, B, k)
     out = DenseEig.apply(A, B, k, largest, s, opts)
     return EigResult(out[0], out[1])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 
@@ -13,11 +15,13 @@ COMPLEX_OPERATORS_UNSUPPORTED = (
 )
 
 
-def check_dense_matrix(name: str, M, *, allow_batch: bool = True, allow_complex: bool = False) -> None:
+def check_dense_matrix(name: str, M, *, allow_batch: bool = True, allow_complex: bool = False,
+                       allow_empty: bool = False) -> None:
     """Type, dtype, rank and squareness of a dense matrix argument (no value checks).
 
     Real float32/float64; with ``allow_complex`` also complex64/complex128
     (Hermitian problems: ``eigrad.eigh``, ``eigrad.eigsh`` on dense tensors).
+    ``allow_empty``: accept ``n = 0`` (``eigh``/``eigsh`` return empty results, as torch does).
     """
     if not torch.is_tensor(M):
         raise TypeError(
@@ -48,7 +52,7 @@ def check_dense_matrix(name: str, M, *, allow_batch: bool = True, allow_complex:
         )
     if M.shape[-1] != M.shape[-2]:
         raise ValueError(f"{name} must be square (..., n, n); received shape {tuple(M.shape)}.")
-    if M.shape[-1] == 0:
+    if M.shape[-1] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {tuple(M.shape)}); pass a matrix with n >= 1.")
 
 
@@ -96,15 +100,40 @@ def promote_pair(A, B):
     return A.to(dtype), B.to(dtype)
 
 
-def check_k(k, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        if torch.is_tensor(k) and k.dim() == 0 and not k.is_floating_point():
-            k = int(k)
-        else:
-            raise TypeError(f"k must be an int, received {type(k).__name__} {k!r}.")
-    if not 1 <= k <= n:
-        raise ValueError(f"k={k} is out of range for a matrix of size n={n}; pass 1 <= k <= {n}.")
+def check_k(k, n: int, *, allow_zero: bool = False) -> int:
+    """``k`` as a Python int in ``[1, n]`` (``[0, n]`` with ``allow_zero``).
+
+    Any integral type is accepted, as ``operator.index`` accepts it (``int``,
+    ``numpy.int64``, a 0-d integer tensor, ...); ``bool``, floats and tensors
+    with dimensions are not.
+    """
+    bad_tensor = torch.is_tensor(k) and (k.dim() != 0 or k.dtype == torch.bool)
+    try:
+        if isinstance(k, bool) or bad_tensor:
+            raise TypeError
+        k = operator.index(k)
+    except TypeError:
+        what = f"a tensor of shape {tuple(k.shape)} and dtype {k.dtype}" if torch.is_tensor(k) else f"{type(k).__name__} {k!r}"
+        raise TypeError(
+            f"k must be an integer (int, numpy integer or 0-d integer tensor); received {what}. "
+            "Pass int(k)."
+        ) from None
+    lo = 0 if allow_zero else 1
+    if not lo <= k <= n:
+        raise ValueError(f"k={k} is out of range for a matrix of size n={n}; pass {lo} <= k <= {n}.")
     return k
+
+
+def check_uplo(UPLO):
+    """``None`` (read ``(A + Aᵀ)/2``, check symmetry) or the triangle ``"L"``/``"U"`` (as torch, either case)."""
+    if UPLO is None:
+        return None
+    if isinstance(UPLO, str) and UPLO.upper() in ("L", "U"):
+        return UPLO.upper()
+    raise ValueError(
+        f"UPLO must be 'L' (read the lower triangle), 'U' (the upper) or None (the whole symmetric "
+        f"matrix, checked); received {UPLO!r}."
+    )
 
 
 def check_values(name: str, M: torch.Tensor) -> None:

@@ -63,14 +63,33 @@ class OperatorConfig:
     spec_B: OperatorSpec | None
     X0: torch.Tensor | None = None
     preconditioner: object | None = None
+    #: grad mode at the call: a tensor captured by a matmat that needs a gradient is then an error
+    grad_mode: bool = False
 
 
-def check_operator_values(name: str, op) -> None:
+def _probe(op, U, track_captured: bool):
+    """``(op.matmat(U), captured)``; with ``track_captured`` the product runs in grad mode on the
+    operator rebuilt from detached tensors, so it requires a gradient only through a tensor that
+    ``matmat`` captured (not in ``params``): a gradient that could never reach it."""
+    if not track_captured:
+        return op.matmat(U), False
+    tensors, spec = op.flatten()
+    probe = spec.rebuild([t.detach() for t in tensors])
+    with torch.enable_grad():
+        AU = probe.matmat(U)
+    if not torch.is_tensor(AU):
+        return AU, False
+    return AU.detach(), AU.requires_grad
+
+
+def check_operator_values(name: str, op, *, track_captured: bool = False) -> None:
     """Finite and symmetric, on plain tensors: exactly for stored matrices, by a probe otherwise.
 
     The probe applies the operator once to two fixed pseudo-random vectors
     (a private generator; the global RNG is untouched) and compares
-    ``u₀ᵀ A u₁`` with ``u₁ᵀ A u₀`` to ``sqrt(eps)`` of their size.
+    ``u₀ᵀ A u₁`` with ``u₁ᵀ A u₀`` to ``sqrt(eps)`` of their size. With
+    ``track_captured`` (grad mode on at the call) it also finds a tensor that
+    ``matmat`` captured and that requires a gradient (:func:`_probe`).
     """
     eps = torch.finfo(op.dtype).eps
     if isinstance(op, (DenseOperator, SparseOperator)):
@@ -92,7 +111,20 @@ def check_operator_values(name: str, op) -> None:
     gen = torch.Generator(device=op.device).manual_seed(20240531)
     U = torch.randn(op.n, 2, dtype=op.dtype, device=op.device, generator=gen)
     U = U.expand(*op.batch_shape, op.n, 2)
-    AU = op.matmat(U)
+    AU, captured = _probe(op, U, track_captured)
+    if not torch.is_tensor(AU):
+        raise TypeError(
+            f"{name}.matmat returned a {type(AU).__module__}.{type(AU).__name__}, not a torch.Tensor; matmat "
+            "must compute A X in torch ops (gradients and devices need them): replace numpy/scipy calls by "
+            "their torch equivalents."
+        )
+    if captured:
+        raise ValueError(
+            f"{name}.matmat uses a tensor that requires a gradient but is not among the operator's parameters "
+            "(captured from the enclosing scope): no gradient can reach it. Pass it in params, "
+            "eigrad.FunctionOperator(matmat, (..., t), shape) with matmat(X, ..., t), or use t.detach() "
+            "in matmat if it is a constant."
+        )
     if tuple(AU.shape) != tuple(U.shape):
         raise ValueError(
             f"{name}.matmat(X) returned shape {tuple(AU.shape)} for X of shape {tuple(U.shape)}; an operator "
@@ -126,9 +158,9 @@ def operator_solve(cfg: OperatorConfig, tensors):
     with torch.no_grad():
         A = cfg.spec_A.rebuild(tensors[: cfg.n_A])
         B = _rebuild(cfg.spec_B, tensors[cfg.n_A :])
-        check_operator_values("A", A)
+        check_operator_values("A", A, track_captured=cfg.grad_mode)
         if B is not None:
-            check_operator_values("B", B)
+            check_operator_values("B", B, track_captured=cfg.grad_mode)
         if isinstance(A, DenseOperator):
             A = DenseOperator(0.5 * (A.A + A.A.transpose(-1, -2)))
         if isinstance(B, DenseOperator):

@@ -308,7 +308,7 @@ class Arpack(IterativeOptions):
             check_B_positive(B, self.seed)  # B SPD (_definite.py); CG's breakdown is the second check
             diag = _diagonal_of(B)
             cg_tol = self.cg_rtol if self.cg_rtol is not None else 1e-3 * rtol
-            Mop = NumpyBridge(B).linop
+            Mop = NumpyBridge(B, what="B.matmat").linop
 
             def minv(x):
                 b = torch.from_numpy(np.ascontiguousarray(x).reshape(n, -1)).to(device, dtype)
@@ -391,7 +391,7 @@ class Arpack(IterativeOptions):
             if self.n_verify and X.shape[-1] == m:
 
                 def deflated_eigsh(op, kk, start, tol):
-                    br = NumpyBridge(op)
+                    br = NumpyBridge(op, what="A.matmat (verification run)")
                     nv = min(max(2 * kk + 1, 20), n)
                     try:
                         mu, Y = arpack(br.linop, kk, start.cpu().numpy().astype(np_dtype), nv, tol)

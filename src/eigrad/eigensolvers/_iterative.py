@@ -162,7 +162,13 @@ def finish(
 def dense_fallback(A, B, k: int, g: int, largest: bool) -> EigSolution:
     """Tiny problems: the dense matrix and ``torch.linalg.eigh`` (exact, ``n`` applications)."""
     n = A.shape[-1]
-    C, Lc, s = scaled_standard_form(sym(A.to_dense()), None if B is None else sym(B.to_dense()))
+    Ad = sym(A.to_dense())
+    Bd = None if B is None else sym(B.to_dense())
+    for name, M in (("A", Ad), ("B", Bd)):
+        if M is not None and not bool(M.isfinite().all()):
+            raise ValueError(nonfinite_message(f"{name}.matmat", "when the operator was materialized (applied "
+                                               "to the identity: a small problem is solved densely)"))
+    C, Lc, s = scaled_standard_form(Ad, Bd)
     mu, W = torch.linalg.eigh(C)
     evals = unscale_eigenvalues(mu, s)
     evecs = W if Lc is None else back_transform(Lc, W)
@@ -175,20 +181,53 @@ def dense_fallback(A, B, k: int, g: int, largest: bool) -> EigSolution:
     )
 
 
-def as_apply(preconditioner, name: str):
-    """A preconditioner as a function ``X (*b, n, q) -> T X``: None, a LinearOperator, a tensor, or a callable."""
+def as_apply(preconditioner, name: str, n: int | None = None):
+    """A preconditioner as a function ``X (*b, n, q) -> T X``: None, a LinearOperator, a tensor, or a callable.
+
+    With ``n``, a matrix or an operator of another size is refused at once; every application's output
+    is checked to be a tensor of the input's shape (host metadata, no synchronization).
+    """
     if preconditioner is None:
         return None
     if isinstance(preconditioner, LinearOperator) or hasattr(preconditioner, "matmat"):
-        return preconditioner.matmat
-    if torch.is_tensor(preconditioner):
+        size = tuple(getattr(preconditioner, "shape", ()))
+        raw = preconditioner.matmat
+    elif torch.is_tensor(preconditioner):
         T = preconditioner
-        return lambda X: T @ X
-    if callable(preconditioner):
-        return preconditioner
-    raise TypeError(
-        f"{name}: preconditioner must be a callable X -> T X, an eigrad.LinearOperator or a tensor; "
-        f"received {type(preconditioner).__name__}."
+        size = tuple(T.shape)
+        raw = lambda X: T @ X  # noqa: E731
+    elif callable(preconditioner):
+        size, raw = None, preconditioner
+    else:
+        raise TypeError(
+            f"{name}: preconditioner must be a callable X -> T X, an eigrad.LinearOperator or a tensor; "
+            f"received {type(preconditioner).__name__}."
+        )
+    if n is not None and size is not None and (len(size) < 2 or size[-2:] != (n, n)):
+        raise ValueError(
+            f"{name}: the preconditioner has shape {size}; it must be (n, n) = ({n}, {n}) (or "
+            f"(*batch, {n}, {n})), an approximation of (A - σB)⁻¹ for the operator of size n = {n}."
+        )
+
+    def apply(X):
+        Y = raw(X)
+        if not torch.is_tensor(Y) or Y.shape != X.shape:
+            got = f"shape {tuple(Y.shape)}" if torch.is_tensor(Y) else f"a {type(Y).__name__}"
+            raise ValueError(
+                f"{name}: the preconditioner returned {got} for input {tuple(X.shape)}; it must map "
+                "(*batch, n, q) to a tensor of the same shape."
+            )
+        return Y
+
+    return apply
+
+
+def nonfinite_message(what: str, where: str) -> str:
+    """The error for NaN or inf in an operator's (or preconditioner's) output during an iteration."""
+    return (
+        f"{what} returned NaN or inf {where}; the eigensolver cannot continue. The probe before the solve "
+        "was finite, so the product became non-finite for these vectors: check matmat (overflow, a "
+        "division by zero, uninitialized memory) and the scale of the operator."
     )
 
 
@@ -215,10 +254,11 @@ class NumpyBridge:
     after a failure.
     """
 
-    def __init__(self, op, keep: int = 0):
+    def __init__(self, op, keep: int = 0, what: str = "A.matmat"):
         import scipy.sparse.linalg as spla
 
         self.op = op
+        self.what = what
         self.n = op.shape[-1]
         self.count = 0
         self.keep = keep
@@ -235,7 +275,18 @@ class NumpyBridge:
         mon = _monitor.active()
         if mon is not None:  # eigsh_ex / progress=True: scipy's solvers report nothing else mid-run
             mon.add_matvecs(X.shape[-1])
-        return self.op.matmat(X).cpu().numpy()
+        Y = self.op.matmat(X)
+        if not torch.is_tensor(Y) or Y.shape != X.shape:
+            got = f"shape {tuple(Y.shape)}" if torch.is_tensor(Y) else f"a {type(Y).__name__}"
+            raise ValueError(
+                f"{self.what} returned {got} for X of shape {tuple(X.shape)}; it must return a tensor "
+                "of the shape of X."
+            )
+        y = Y.cpu().numpy()
+        # y is on the host already (ARPACK/PRIMME need it there): the check adds no synchronization
+        if not np.isfinite(y).all():
+            raise ValueError(nonfinite_message(self.what, f"at operator application {self.count} of the eigensolver"))
+        return y
 
     def _mv(self, x: np.ndarray) -> np.ndarray:
         return self._mm(x).reshape(-1)

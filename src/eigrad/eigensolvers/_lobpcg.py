@@ -38,6 +38,7 @@ from ._iterative import (
     dense_fallback,
     finish,
     make_solution,
+    nonfinite_message,
     relative_residuals,
     svqb,
     sym,
@@ -123,7 +124,7 @@ class LOBPCG(IterativeOptions):
         batch = tuple(A.shape[:-2]) if B is None else torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
         rtol = self.resolved_rtol(dtype)
         maxiter = self.maxiter if self.maxiter is not None else DEFAULT_MAXITER
-        T = as_apply(preconditioner, "LOBPCG")
+        T = as_apply(preconditioner, "LOBPCG", n)
         Aop = _Negated(A) if largest else A
         with torch.no_grad():
             X = self._start_block(X0, batch, n, m, dtype, device)
@@ -218,13 +219,70 @@ def _residual_test(AX, BX, theta, nu):
     return R, rho
 
 
+class _Watched:
+    """An operator (or preconditioner) whose latest output is kept, to name the culprit of a breakdown."""
+
+    def __init__(self, op, what: str, log: dict):
+        self.op, self.what, self.log = op, what, log
+        self.shape, self.dtype, self.device = op.shape, op.dtype, op.device
+
+    def matmat(self, X):
+        Y = self.op.matmat(X)
+        if not torch.is_tensor(Y) or Y.shape != X.shape:  # host metadata: free, on every product
+            got = f"shape {tuple(Y.shape)}" if torch.is_tensor(Y) else f"a {type(Y).__name__}"
+            raise ValueError(
+                f"{self.what} returned {got} for X of shape {tuple(X.shape)}; it must return a tensor of the "
+                "shape of X."
+            )
+        self.log[self.what] = Y
+        return Y
+
+
+def _nonfinite_culprit(log: dict):
+    """The first product in ``log`` that holds NaN or inf (only evaluated after a breakdown)."""
+    for what, Y in log.items():
+        if what != "iteration" and torch.is_tensor(Y) and not bool(torch.isfinite(Y).all()):
+            return what
+    return None
+
+
 def _iterate(A, B, T, X, nw, rtol, maxiter):
+    """The LOBPCG loop (:func:`_loop`), with non-finite operator output reported as such.
+
+    NaN or inf in a product makes a small ``eigh`` fail (``LinAlgError``) or the residuals
+    non-finite; either way the latest products (kept by :class:`_Watched`, no extra
+    synchronization) are searched for the culprit and a ValueError names it and the iteration.
+    """
+    log: dict = {"iteration": 0}
+    Aw = _Watched(A, "A.matmat", log)
+    Bw = None if B is None else _Watched(B, "B.matmat", log)
+    Tw = None
+    if T is not None:
+        def Tw(W):
+            log["the preconditioner"] = T(W)
+            return log["the preconditioner"]
+    try:
+        return _loop(Aw, Bw, Tw, X, nw, rtol, maxiter, log)
+    except (torch.linalg.LinAlgError, _NonFinite) as err:
+        what = _nonfinite_culprit(log)
+        if what is None and isinstance(err, torch.linalg.LinAlgError):
+            raise
+        where = f"at LOBPCG iteration {log['iteration']}"
+        raise ValueError(nonfinite_message(what or "an operator", where)) from None
+
+
+class _NonFinite(Exception):
+    """Residuals that are NaN or inf (internal: turned into a ValueError by :func:`_iterate`)."""
+
+
+def _loop(A, B, T, X, nw, rtol, maxiter, log):
     """The LOBPCG loop. Returns ``(theta, X, AX, n_iter, n_matvec, nu, reason)``."""
     m = X.shape[-1]
     theta, X, AX, BX, n_mv = _orthonormal_block(A, B, X, 1)
     nu = theta.abs().amax(dim=-1)  # (*b,) running estimate of the spectrum's magnitude
     P = AP = BP = pvalid = None
     for it in range(1, maxiter + 1):
+        log["iteration"] = it
         R, rho = _residual_test(AX, BX, theta, nu)
         conv = rho <= rtol
         mon = _monitor.active()
@@ -232,7 +290,11 @@ def _iterate(A, B, T, X, nw, rtol, maxiter):
             wanted = rho[..., :nw]  # the k + n_guard pairs (the rest of the block is a buffer)
             mon.report(iteration=it, converged=int((wanted <= rtol).sum()), total=wanted.numel(),
                        residual=float(wanted.max()) if wanted.numel() else 0.0, matvecs=n_mv)
-        if bool(conv[..., :nw].all()):
+        # one synchronization for both questions: converged? finite?
+        done, finite = torch.stack([conv[..., :nw].all(), torch.isfinite(rho).all()]).tolist()
+        if not finite:
+            raise _NonFinite
+        if done:
             # confirm on fresh products (recurrences drift); this also re-orthonormalizes X
             theta, X, AX, BX, used = _orthonormal_block(A, B, X, it + 1)
             n_mv += used

@@ -13,8 +13,14 @@ import dataclasses
 from ._dense import DenseEigh
 
 
-def _dense(op):
+def _dense(op, name: str):
     M = op.to_dense()
+    if not bool(M.isfinite().all()):  # one check of the n×n matrix, before an eigh that would fail on it
+        raise ValueError(
+            f"{name}.matmat returned NaN or inf when the operator was materialized (applied to the identity "
+            f"for its dense matrix); the probe before the solve was finite, so some columns are not: check "
+            "matmat (overflow, a division by zero, uninitialized memory) and the scale of the operator."
+        )
     return 0.5 * (M + M.transpose(-1, -2))
 
 
@@ -35,6 +41,6 @@ class Materialized:
         return self.solver.handle_factory
 
     def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
-        Bd = None if B is None else _dense(B)
-        return self.solver(_dense(A), k, B=Bd, largest=largest, X0=X0, preconditioner=preconditioner,
+        Bd = None if B is None else _dense(B, "B")
+        return self.solver(_dense(A, "A"), k, B=Bd, largest=largest, X0=X0, preconditioner=preconditioner,
                            n_guard=n_guard)

@@ -128,10 +128,10 @@ class Primme(IterativeOptions):
         if B is not None:
             # B SPD (_definite.py): PRIMME's B-orthogonalization would otherwise meet xᵀBx <= 0 unannounced
             check_B_positive(B, self.seed)
-            kwargs["M"] = NumpyBridge(B).linop
-        T = as_apply(preconditioner, "Primme")
+            kwargs["M"] = NumpyBridge(B, what="B.matmat").linop
+        T = as_apply(preconditioner, "Primme", n)
         if T is not None:
-            kwargs["OPinv"] = NumpyBridge(_CallableOperator(T, A)).linop
+            kwargs["OPinv"] = NumpyBridge(_CallableOperator(T, A), what="the preconditioner").linop
         if X0 is not None:
             kwargs["v0"] = np.asfortranarray(X0.detach().reshape(n, -1)[:, :m].cpu().numpy())
         kwargs["method"] = self.method
@@ -168,7 +168,7 @@ class Primme(IterativeOptions):
             base = {key: kwargs[key] for key in ("M", "OPinv", "method") if key in kwargs}
 
             def deflated_eigsh(op, kk, start, tol):
-                br = NumpyBridge(op)
+                br = NumpyBridge(op, what="A.matmat (verification run)")
                 floor = eps**0.25 * float(vals_t.abs().max())
 
                 def inner_test(eval_, evec, res_norm):  # the criterion of _options at ``tol``

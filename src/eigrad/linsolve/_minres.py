@@ -75,21 +75,43 @@ def _col(s):  # (*b, c) -> (*b, 1, c) to scale columns
     return s.unsqueeze(-2)
 
 
-def preconditioner_apply(preconditioner) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``R -> M R`` for a callable, an operator or a dense matrix ``M`` (SPD)."""
+def preconditioner_apply(preconditioner, n: int | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``R -> M R`` for a callable, an operator or a dense matrix ``M`` (SPD).
+
+    With ``n``, a matrix or operator of another size is refused at once; every output is checked to
+    be a tensor of its input's shape (host metadata: no synchronization).
+    """
     if preconditioner is None:
         return None
     if isinstance(preconditioner, LinearOperator):
-        return preconditioner.matmat
-    if torch.is_tensor(preconditioner):
+        size, raw = tuple(preconditioner.shape), preconditioner.matmat
+    elif torch.is_tensor(preconditioner):
         P = preconditioner
-        return lambda R: P @ R
-    if callable(preconditioner):
-        return preconditioner
-    raise TypeError(
-        f"preconditioner must be a callable R -> M R, an eigrad.LinearOperator or a dense tensor (SPD, "
-        f"approximating (A - σB)⁻¹); received {type(preconditioner).__name__}."
-    )
+        size, raw = tuple(P.shape), (lambda R: P @ R)
+    elif callable(preconditioner):
+        size, raw = None, preconditioner
+    else:
+        raise TypeError(
+            f"preconditioner must be a callable R -> M R, an eigrad.LinearOperator or a dense tensor (SPD, "
+            f"approximating (A - σB)⁻¹); received {type(preconditioner).__name__}."
+        )
+    if n is not None and size is not None and (len(size) < 2 or size[-2:] != (n, n)):
+        raise ValueError(
+            f"BackwardOptions(linsolve_preconditioner=...) has shape {size}; it must be (n, n) = ({n}, {n}), "
+            f"an approximation of (A - σB)⁻¹ for the operator of size n = {n}."
+        )
+
+    def apply(R):
+        Y = raw(R)
+        if not torch.is_tensor(Y) or Y.shape != R.shape:
+            got = f"shape {tuple(Y.shape)}" if torch.is_tensor(Y) else f"a {type(Y).__name__}"
+            raise ValueError(
+                f"BackwardOptions(linsolve_preconditioner=...) returned {got} for input {tuple(R.shape)}; it "
+                "must map (*batch, n, c) to a tensor of the same shape."
+            )
+        return Y
+
+    return apply
 
 
 class ProjectedMinres:
@@ -119,7 +141,7 @@ class ProjectedMinres:
         self.A, self.B, self.evals = A, B, evals
         self.rtol = float(rtol)
         self.maxiter = maxiter if maxiter is not None else max(10 * A.n, 1000)
-        self.precond = preconditioner_apply(preconditioner)
+        self.precond = preconditioner_apply(preconditioner, A.n)
         self.deflate = deflate and evals is not None
         self.max_restarts = max_restarts
         #: statistics of the last call: iterations, operator applications (columns), and the
@@ -144,6 +166,14 @@ class ProjectedMinres:
         return AV - BV * _col(shifts)
 
     def __call__(self, R, shifts, X, M):  # R (*b,n,c), shifts (*b,c), X (*b,n,K), M (*b,K,c)
+        if not bool(torch.isfinite(R).all()):
+            # MINRES would iterate to maxiter on NaN and report a convergence failure
+            raise ValueError(
+                "eigrad: the backward's shifted systems (A - λ_j B) y_j = r_j have right-hand sides with NaN "
+                "or inf: the cotangents reaching eigsh (the loss's gradient with respect to the eigenvalues "
+                "and eigenvectors) are not finite. Find where the loss produces them, e.g. with "
+                "torch.autograd.detect_anomaly()."
+            )
         if R.dim() > 2 and X.dim() == 2 and len(self.A.shape) == 2:
             # unbatched operator and eigenvectors: fold the batch of right-hand sides into columns
             batch, (n, c) = R.shape[:-2], R.shape[-2:]

@@ -31,7 +31,14 @@ def _check_shape(shape) -> tuple[int, ...]:
 def _dtype_device(tensors, dtype, device, what: str):
     floats = [t for t in tensors if t.is_floating_point() or t.is_complex()]
     if dtype is None:
-        dtype = floats[0].dtype if floats else torch.get_default_dtype()
+        if not floats:
+            # torch.get_default_dtype() (float32) would be a silent guess, and a float64 matmat then
+            # fails inside the solver with a dtype mismatch
+            raise TypeError(
+                f"{what} has no floating-point parameter to take its dtype from; pass dtype=, e.g. "
+                f"{what}(..., dtype=torch.float64) (and device= for a GPU operator)."
+            )
+        dtype = floats[0].dtype
     if any(t.is_complex() for t in floats):
         dtype = next(t.dtype for t in floats if t.is_complex())
     if device is None:
@@ -44,6 +51,34 @@ def _dtype_device(tensors, dtype, device, what: str):
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{what} has dtype {dtype}; eigrad supports float32 and float64 operators.")
     return dtype, torch.device(device)
+
+
+def check_product(AX, X, op, what: str):
+    """``AX = op.matmat(X)`` is a tensor of ``X``'s shape (broadcast over the operator's batch) and the
+    operator's dtype. Shapes and dtypes are host metadata: the check costs no device synchronization,
+    so it runs on every product, not only on the first one."""
+    if not torch.is_tensor(AX):
+        kind = f"{type(AX).__module__}.{type(AX).__name__}"
+        raise TypeError(
+            f"{what} returned a {kind}, not a torch.Tensor; matmat must compute A X in torch ops (gradients "
+            "and devices need them): replace numpy/scipy calls by their torch equivalents."
+        )
+    if X.dim() >= 2 and AX.shape != X.shape:
+        try:
+            want = (*torch.broadcast_shapes(X.shape[:-2], tuple(op.shape[:-2])), *X.shape[-2:])
+        except RuntimeError:
+            want = tuple(X.shape)
+        if tuple(AX.shape) != want:
+            raise ValueError(
+                f"{what} returned shape {tuple(AX.shape)} for X of shape {tuple(X.shape)}; an operator of shape "
+                f"{tuple(op.shape)} must return A X with the shape of X, {want}, for every number of columns."
+            )
+    if AX.dtype != op.dtype:
+        raise TypeError(
+            f"{what} returned dtype {AX.dtype} for X of dtype {X.dtype}; the operator declares {op.dtype}. "
+            "Compute in X's dtype, or pass the matching dtype= to the operator."
+        )
+    return AX
 
 
 def differentiable_positions(tensors: Sequence[torch.Tensor]) -> list[int]:
@@ -144,12 +179,22 @@ class FunctionOperator(LinearOperator):
     params : Tensor or sequence of Tensor
         Every tensor ``A`` depends on and that should receive a gradient.
         Tensors captured by ``matmat`` from the enclosing scope are constants
-        to eigrad: no gradient reaches them.
+        to eigrad: no gradient reaches them (one that requires a gradient is
+        an error, see Notes).
     shape : int or tuple
         ``n``, ``(n, n)`` or ``(*batch, n, n)``.
     dtype, device : optional
-        Default: those of the first floating-point parameter
-        (``torch.get_default_dtype()`` on the CPU without parameters).
+        Default: those of the first floating-point parameter. Without a
+        floating-point parameter ``dtype=`` is required (a TypeError says
+        so); ``device`` then defaults to the CPU.
+
+    Notes
+    -----
+    Every product is checked (free: host metadata only): ``matmat`` must
+    return a torch tensor of ``X``'s shape and the operator's dtype. A
+    tensor that ``matmat`` captures from the enclosing scope and that
+    requires a gradient is reported (ValueError when grad mode is on): no
+    gradient could reach it; pass it in ``params`` or ``.detach()`` it.
 
     Examples
     --------
@@ -180,7 +225,7 @@ class FunctionOperator(LinearOperator):
         self.dtype, self.device = _dtype_device(params, dtype, device, "FunctionOperator")
 
     def matmat(self, X):
-        return self.fn(X, *self.params)
+        return check_product(self.fn(X, *self.params), X, self, "FunctionOperator's matmat")
 
     def flatten(self):
         fn, shape, dtype, device = self.fn, self.shape, self.dtype, self.device

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._base import LinearOperator, OperatorSpec
-from ._function import _check_shape, _dtype_device, func_jvp, func_vjp
+from ._function import _check_shape, _dtype_device, check_product, func_jvp, func_vjp
 
 
 class ModuleOperator(LinearOperator):
@@ -26,7 +26,8 @@ class ModuleOperator(LinearOperator):
     shape : int or tuple
         ``n``, ``(n, n)`` or ``(*batch, n, n)``.
     dtype, device : optional
-        Default: those of the module's first floating-point parameter.
+        Default: those of the module's first floating-point parameter
+        (``dtype=`` is required for a module without one).
     """
 
     def __init__(self, module: torch.nn.Module, shape=None, *, dtype=None, device=None):
@@ -59,9 +60,8 @@ class ModuleOperator(LinearOperator):
         return torch.func.functional_call(self.module, dict(zip(self.names, params)), (X,))
 
     def matmat(self, X):
-        if not self._bound:
-            return self.module(X)
-        return self._call(X, self.params)
+        AX = self.module(X) if not self._bound else self._call(X, self.params)
+        return check_product(AX, X, self, "ModuleOperator's module")
 
     def flatten(self):
         module, names, shape, dtype, device = self.module, self.names, self.shape, self.dtype, self.device

@@ -91,14 +91,60 @@ class SpectralFn:
         """``F_ij = f[λ_i, λ_j]`` (*, K, K) for eigenvalues ``L`` (*, K) with ``fL = f(L)``."""
         raise NotImplementedError
 
+    #: ``f`` is defined for ``λ >= 0`` only (``√λ``, ``λ^p`` with non-integer ``p > 0``): eigenvalues within
+    #: rounding of 0 are clamped to 0 by :meth:`admit`; for ``0 < p < 1`` the slope is infinite at 0 and
+    #: ``f[0, 0] = ∞`` (:func:`divided_product`)
+    semidefinite_domain = False
+
     def check_domain(self, L: torch.Tensor) -> None:
         """Raise ValueError when an eigenvalue is outside the domain of ``f``."""
 
+    def admit(self, L: torch.Tensor, n: int) -> torch.Tensor:
+        """The eigenvalues ``f`` is applied to: checked against the domain, after (for a function with a
+        branch point at 0) clamping those within the rounding level of zero,
+        ``|λ| <= 16 n eps max|λ|``, to exactly 0 (a positive semidefinite matrix of lower rank has
+        computed eigenvalues of either sign at that level)."""
+        if self.semidefinite_domain and L.numel():
+            tol = 16 * n * torch.finfo(L.dtype).eps * L.abs().amax(dim=-1, keepdim=True)
+            L = torch.where(L.abs() <= tol, torch.zeros_like(L), L)
+        self.check_domain(L)
+        return L
+
     def divided_lambda_f(self, L, fL, F):
-        """``g[λ_i, λ_j]`` for ``g(λ) = λ f(λ)``: ``(f_i + f_j)/2 + (λ_i + λ_j)/2 · F_ij``."""
+        """``g[λ_i, λ_j]`` for ``g(λ) = λ f(λ)``: ``(f_i + f_j)/2 + (λ_i + λ_j)/2 · F_ij``.
+
+        At ``λ_i = λ_j = 0`` with ``F_ij = ∞`` (infinite slope of ``f``) ``g'(0) = f(0)``: ``(f_i + f_j)/2``."""
         a, b = _pairs(L)
         fa, fb = _pairs(fL)
-        return 0.5 * (fa + fb) + 0.5 * (a + b) * F
+        g = 0.5 * (fa + fb) + 0.5 * (a + b) * F
+        if self.semidefinite_domain:
+            g = torch.where(torch.isinf(F), 0.5 * (fa + fb), g)
+        return g
+
+
+def divided_product(fn: SpectralFn, F1: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """``F1 ∘ M`` (the Daleckii–Krein product, docs/spectral.md) where ``F1`` may be infinite.
+
+    For a function defined on ``λ >= 0`` with an infinite slope at 0 (``√λ``), ``f[0, 0] = ∞`` on the pairs of zero eigenvalues:
+    the derivative exists only if ``M`` (``Xᵀ W X`` for a cotangent ``W``, ``Xᵀ A' X`` for a tangent)
+    vanishes on them, to rounding (``16 K eps max|M|``), and those entries then contribute 0; otherwise
+    it is infinite and a ValueError says so. One synchronization, only for such functions.
+    """
+    if not fn.semidefinite_domain:
+        return F1 * M
+    inf = torch.isinf(F1)
+    if not bool(inf.any()):
+        return F1 * M
+    tol = 16 * M.shape[-1] * torch.finfo(M.dtype).eps * M.abs().amax(dim=(-2, -1), keepdim=True)
+    if bool((inf & (M.abs() > tol)).any()):
+        raise ValueError(
+            f"the derivative of X {fn.name}(Λ) Xᵀ does not exist here: A is singular (positive semidefinite with "
+            f"eigenvalue 0, including eigenvalues within rounding of 0, which are set to 0) and {fn.name} has "
+            "an infinite slope at 0, and the loss's cotangent (or the tangent) has a component on the null "
+            "space (x_iᵀ W x_j ≠ 0 for zero eigenvalues λ_i = λ_j = 0). Regularize, e.g. sqrtm(A + δI) with "
+            "δ > 0, or use a loss that does not see the null space of A."
+        )
+    return torch.where(inf, torch.zeros_like(M), F1 * M)
 
 
 class ExpFn(SpectralFn):
@@ -142,6 +188,7 @@ class LogFn(SpectralFn):
 
 class SqrtFn(SpectralFn):
     name = "sqrt"
+    semidefinite_domain = True
 
     def __call__(self, x):
         return torch.sqrt(x)
@@ -152,7 +199,8 @@ class SqrtFn(SpectralFn):
     def check_domain(self, L):
         bad = ~(L >= 0)
         if bool(bad.any()):
-            raise ValueError(_describe(L, bad, "sqrtm needs a positive semidefinite A (all eigenvalues >= 0)"))
+            raise ValueError(_describe(L, bad, "sqrtm needs a positive semidefinite A (all eigenvalues >= 0; those within 16·n·eps·max|λ| of 0 are "
+                                            "taken as 0)"))
 
     def divided(self, L, fL):
         fa, fb = _pairs(fL)
@@ -167,6 +215,8 @@ class PowerFn(SpectralFn):
         self.p = float(p)
         self.integer = self.p == round(self.p)
         self.name = f"x**{self.p:g}"
+        # non-integer p > 0: the domain is λ >= 0 (infinite slope at 0 for p < 1, slope 0 for p > 1)
+        self.semidefinite_domain = not self.integer and self.p > 0
 
     def __call__(self, x):
         if self.p == 0:
@@ -189,7 +239,8 @@ class PowerFn(SpectralFn):
             need = "a nonsingular A (no zero eigenvalue) for a negative integer power"
         elif self.p > 0:
             bad = ~(L >= 0)
-            need = f"a positive semidefinite A (all eigenvalues >= 0) for the non-integer power p={self.p:g}"
+            need = (f"a positive semidefinite A (all eigenvalues >= 0; those within 16·n·eps·max|λ| of 0 are taken "
+                    f"as 0) for the non-integer power p={self.p:g}")
         else:
             bad = ~(L > 0)
             need = f"a positive definite A (all eigenvalues > 0) for the non-integer power p={self.p:g}"

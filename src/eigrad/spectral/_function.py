@@ -36,6 +36,7 @@ from ..autodiff._dense_function import check_broadening
 from ..autodiff._forward import checked_symmetric, solve_with_guards
 from ..autodiff._formulas import sym
 from ..autodiff._solve_fn import ShiftedSolve, first_order_only, guard_second_order
+from ._divided import divided_product
 
 N_AUX = 7  # L, X, BX, atol, fL, F1, F2
 
@@ -93,7 +94,7 @@ class SpectralFunction(torch.autograd.Function):
             n = A.shape[-1]
             sol, LE, XE, labels, cut, atol, _ = solve_with_guards(solver, A, B, k, n, largest, opts)
             L, X = sol.eigenvalues, sol.eigenvectors  # (*b, k), (*b, n, k)
-            fn.check_domain(L)
+            L = fn.admit(L, n)  # clamps eigenvalues within rounding of 0 for √λ, λ^p
             if k < n:
                 _report_cut(LE, labels, cut, k, largest, opts, atol)
             fL = fn(L)  # (*b, k)
@@ -119,6 +120,7 @@ class SpectralFunction(torch.autograd.Function):
         if opts.broadening is not None:
             factory = functools.partial(factory, broadening=opts.broadening)
         ctx.factory, ctx.opts = factory, opts
+        ctx.fn = fn
 
     @staticmethod
     def _complement_solve(ctx, R, L, X, BX, atol, handle):
@@ -137,7 +139,7 @@ class SpectralFunction(torch.autograd.Function):
             return (None,) * 7
         W = sym(gF)
         XtWX = _mT(X) @ W @ X  # (*b, k, k)
-        gA = X @ (F1 * XtWX) @ _mT(X)  # Daleckii–Krein inside the block
+        gA = X @ divided_product(ctx.fn, F1, XtWX) @ _mT(X)  # Daleckii–Krein inside the block
         gB = -(X @ (F2 * XtWX) @ _mT(X)) if ctx.has_B else None
         if ctx.partial:  # coupling to the complement: z_i = 2 f(λ_i) G_i W x_i
             Z = SpectralFunction._complement_solve(ctx, W @ X * (2 * fL).unsqueeze(-2), L, X, BX, atol, handle)
@@ -156,7 +158,7 @@ class SpectralFunction(torch.autograd.Function):
         dA = sym(dA) if dA is not None else None
         dB = sym(dB) if dB is not None and ctx.has_B else None
         AdX = dA @ X if dA is not None else torch.zeros_like(X)
-        M = F1 * (_mT(X) @ AdX)  # F1 ∘ P
+        M = divided_product(ctx.fn, F1, _mT(X) @ AdX)  # F1 ∘ P
         V = AdX
         if dB is not None:
             BdX = dB @ X

@@ -173,9 +173,13 @@ def logm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOp
 def sqrtm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
     """Principal square root of symmetric positive semidefinite ``A``: ``X √Λ Xᵀ``.
 
-    Raises ValueError naming the negative eigenvalue(s); the derivative is
-    infinite at a zero eigenvalue. Divided differences ``1/(√a + √b)``.
-    See :func:`funm` for ``B``.
+    Eigenvalues within the rounding level of zero, ``|λ| <= 16 n eps max|λ|``,
+    are set to 0 (a rank-deficient PSD matrix computes them with either sign);
+    a more negative one raises ValueError naming it. At a zero eigenvalue the
+    derivative exists only for cotangents (tangents) without a component on
+    the null space (``x_iᵀ W x_j = 0`` for ``λ_i = λ_j = 0``); otherwise it is
+    infinite and ``backward()`` raises ValueError (docs/spectral.md, "Domains
+    and errors"). Divided differences ``1/(√a + √b)``. See :func:`funm` for ``B``.
     """
     return _apply(A, SqrtFn(), None, B, False, "auto", backward)
 
@@ -189,9 +193,11 @@ def powm(
     ----------
     p : float
         Integer ``p >= 0``: any symmetric ``A``; integer ``p < 0``: ``A``
-        nonsingular; non-integer ``p > 0``: positive semidefinite; ``p < 0``:
-        positive definite (ValueError naming the offending eigenvalue
-        otherwise). A Python number; the derivative with respect to ``p`` is
+        nonsingular; non-integer ``p > 0``: positive semidefinite (eigenvalues
+        within ``16 n eps max|λ|`` of zero are set to 0, as in :func:`sqrtm`;
+        for ``0 < p < 1`` the derivative at a zero eigenvalue exists only as
+        there); ``p < 0``: positive definite (ValueError naming the offending
+        eigenvalue otherwise). A Python number; the derivative with respect to ``p`` is
         not computed.
 
     Notes

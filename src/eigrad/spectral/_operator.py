@@ -33,6 +33,7 @@ from ..autodiff._operator_function import (
     vmap_per_slice,
 )
 from ..autodiff._solve_fn import ShiftedSolve, first_order_only
+from ._divided import divided_product
 from ._function import _report_cut
 
 N_AUX = 7  # LE, XE, BXE, atol, fL, F1, F2 (then the forward's handle, if any)
@@ -60,7 +61,7 @@ class OperatorSpectralFunction(torch.autograd.Function):
         with torch.no_grad():
             k, n = cfg.k, XE.shape[-2]
             L, X = sol.eigenvalues, sol.eigenvectors  # (k,), (n, k)
-            fn.check_domain(L)
+            L = fn.admit(L, n)  # clamps eigenvalues within rounding of 0 for √λ, λ^p
             if k < n:
                 _report_cut(LE, labels, cut, k, cfg.largest, cfg.opts, atol)
             fL = fn(L)
@@ -83,6 +84,7 @@ class OperatorSpectralFunction(torch.autograd.Function):
         ctx.n_handle = len(aux) - N_AUX
         ctx.k, ctx.partial = cfg.k, cfg.k < output[0].shape[-1]
         ctx.spec_A, ctx.n_A, ctx.spec_B, ctx.opts = cfg.spec_A, cfg.n_A, cfg.spec_B, cfg.opts
+        ctx.fn = static.fn
         factory = backward_factory(cfg, bool(ctx.n_handle), output[0].dtype)
         if ctx.partial and cfg.opts.broadening is not None:
             factory = functools.partial(factory, broadening=cfg.opts.broadening)
@@ -121,7 +123,7 @@ class OperatorSpectralFunction(torch.autograd.Function):
         X, L = XE[..., :k], LE[..., :k]
         W = sym(gF)
         XtWX = _mT(X) @ W @ X  # (k, k)
-        LA = X @ (F1 * XtWX)  # Daleckii–Krein inside the block
+        LA = X @ divided_product(ctx.fn, F1, XtWX)  # Daleckii–Krein inside the block
         LB = -(X @ (F2 * XtWX)) if need_B else None
         if ctx.partial:  # coupling to the complement: z_i = 2 f(λ_i) G_i W x_i
             Z = OperatorSpectralFunction._complement_solve(ctx, W @ X * (2 * fL).unsqueeze(-2), LE, XE, BXE,
@@ -148,7 +150,7 @@ class OperatorSpectralFunction(torch.autograd.Function):
             return (None,) * ctx.n_out
         X, L = XE[..., :k], LE[..., :k]
         AdX = ctx.spec_A.rebuild(tensors[:n_A]).tangent_matmat(dA, X) if has_dA else torch.zeros_like(X)
-        Mk = F1 * (_mT(X) @ AdX)  # F1 ∘ P
+        Mk = divided_product(ctx.fn, F1, _mT(X) @ AdX)  # F1 ∘ P
         V = AdX
         if has_dB:
             BdX = ctx.spec_B.rebuild(tensors[n_A:]).tangent_matmat(dB, X)
