@@ -18,8 +18,8 @@ Every real sample passes forward (against ``torch.linalg.eigh`` on the raw,
 non-symmetric input: ``UPLO`` reads one triangle), ``gradcheck`` with
 ``check_forward_ad=True`` and ``gradgradcheck`` (reverse-over-reverse and
 forward-over-reverse), all with batched (vmapped) gradients, which torch's
-OpInfo switches off for these two ops. Complex samples are collected too and skipped while
-``eigrad.eigh`` rejects complex input.
+OpInfo switches off for these two ops. Every complex128 sample passes the same
+checks without the batched ones (see ``test_gradcheck``).
 
 The samples are drawn with the global RNGs forked (torch's) and restored
 (Python's ``random``, which the sample function uses for ``UPLO``), from
@@ -92,17 +92,7 @@ def _eigrad_op(name):
     return lambda A, UPLO: eigrad.eigh(A, UPLO=UPLO).eigenvalues
 
 
-def _skip_unsupported(dtype):
-    if not dtype.is_complex:
-        return
-    try:
-        eigrad.eigh(torch.eye(2, dtype=dtype))
-    except TypeError as err:
-        pytest.skip(f"eigrad.eigh rejects complex input for now ({err}); this sample runs once it is supported")
-
-
 def _case(name, dtype, i):
-    _skip_unsupported(dtype)
     op = OPS[name]
     sample = _samples(op, dtype)[i]
     return op, sample
@@ -126,9 +116,13 @@ def _checked_fn(name, op, sample, uplo):
 def test_gradcheck(name, dtype, i, uplo):
     op, sample = _case(name, dtype, i)
     fn = _checked_fn(name, op, sample, uplo)
-    # batched (vmapped) gradients too, which torch's OpInfo switches off for linalg.eigh/eigvalsh
+    # batched (vmapped) gradients too, which torch's OpInfo switches off for linalg.eigh/eigvalsh. Complex:
+    # batched forward grad trips an internal assert in torch's own gradcheck wrapper (input + input.mH,
+    # before eigrad is called), and legacy batched cotangents cannot be inspected for the phase check
+    # (eigrad says so and points to torch.func: tests/test_complex_dense.py)
+    real = not dtype.is_complex
     assert torch.autograd.gradcheck(
-        fn, (sample.input,), check_forward_ad=True, check_batched_grad=True, check_batched_forward_grad=True,
+        fn, (sample.input,), check_forward_ad=True, check_batched_grad=real, check_batched_forward_grad=real,
     )
 
 
@@ -136,7 +130,8 @@ def test_gradcheck(name, dtype, i, uplo):
 def test_gradgradcheck(name, dtype, i, uplo):
     op, sample = _case(name, dtype, i)
     fn = _checked_fn(name, op, sample, uplo)
-    assert torch.autograd.gradgradcheck(fn, (sample.input,), check_fwd_over_rev=True, check_batched_grad=True)
+    real = not dtype.is_complex  # batched cotangents and the complex phase check: test_gradcheck
+    assert torch.autograd.gradgradcheck(fn, (sample.input,), check_fwd_over_rev=True, check_batched_grad=real)
 
 
 @pytest.mark.parametrize("uplo", ["L", "U"])
