@@ -45,6 +45,7 @@ from ._iterative import (
 from .._errors import ConvergenceError
 from ._definite import NOT_SPD, PASS_SPD, check_B_gram, check_B_positive
 from ._options import IterativeOptions, check_positive_int
+from ._scaled import scale_invariant
 
 
 def _diagonal_of(B):
@@ -256,6 +257,7 @@ class Arpack(IterativeOptions):
         check_positive_int(self, "n_verify", self.n_verify, 0)
         check_positive_int(self, "cg_maxiter", self.cg_maxiter)
 
+    @scale_invariant
     def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
         args = (A, k, B, largest, X0, preconditioner, n_guard)
         if B is None or self.cg_rtol is not None:

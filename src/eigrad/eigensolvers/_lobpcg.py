@@ -45,6 +45,7 @@ from ._iterative import (
 )
 from ._definite import NOT_SPD, PASS_SPD, check_B_gram, check_B_positive
 from ._options import IterativeOptions, check_positive_int
+from ._scaled import scale_invariant
 
 #: default iteration cap of LOBPCG
 DEFAULT_MAXITER = 1000
@@ -108,6 +109,7 @@ class LOBPCG(IterativeOptions):
         super().__post_init__()
         check_positive_int(self, "block_size", self.block_size)
 
+    @scale_invariant
     def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
         n = A.shape[-1]
         g = max(0, min(n_guard, n - k))

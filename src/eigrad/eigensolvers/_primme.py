@@ -24,6 +24,7 @@ from ._iterative import (
 from ._arpack import verify_no_missed
 from ._definite import check_B_gram, check_B_positive
 from ._options import IterativeOptions, check_positive_int
+from ._scaled import scale_invariant
 
 
 class _CallableOperator:
@@ -108,6 +109,7 @@ class Primme(IterativeOptions):
         if not isinstance(self.method, str):
             raise TypeError(f"Primme(method={self.method!r}) must be a PRIMME preset name, e.g. 'PRIMME_DYNAMIC'.")
 
+    @scale_invariant
     def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
         primme = _import_primme()
         if len(A.shape) != 2:

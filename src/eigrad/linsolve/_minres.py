@@ -328,7 +328,9 @@ class ProjectedMinres:
             gbar = s["sn"] * s["dbar"] - s["cs"] * alfa
             epsln = s["sn"] * beta
             dbar = -s["cs"] * beta
-            gamma = torch.hypot(gbar, beta).clamp_min(eps)
+            # only an exact breakdown (gamma = 0) needs a guard: an absolute eps clamped every gamma of
+            # an operator below ‖K‖ ≈ 1e-16 (stagnation at ‖A‖ = 1e-17, found by the fuzz suite)
+            gamma = torch.hypot(gbar, beta).clamp_min(torch.finfo(dtype).tiny)
             cs, sn = gbar / gamma, beta / gamma
             phi = torch.where(s["conv"], zero[..., :1], cs * s["phibar"])  # frozen columns keep their x
             phibar = sn * s["phibar"]
