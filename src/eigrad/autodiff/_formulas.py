@@ -13,10 +13,17 @@ from typing import Callable
 import torch
 
 Solve = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``inner(U, V) = Uᵀ V`` over all rows; a distributed caller (eigrad.petsc: local row blocks)
+#: passes one that sums the ranks' partial products, so that the formulas are the same code
+Inner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _mT(t):
     return t.transpose(-1, -2)
+
+
+def _local_inner(U, V):
+    return _mT(U) @ V
 
 
 def inverse_gaps(L, D, broadening=None):
@@ -30,7 +37,7 @@ def inverse_gaps(L, D, broadening=None):
     return torch.where(D, torch.zeros_like(diff), inv)
 
 
-def split_solve(R, L, X, BX, D, solve: Solve, broadening=None):
+def split_solve(R, L, X, BX, D, solve: Solve, broadening=None, inner: Inner = _local_inner):
     """``G_j r_j`` for every column (MATH.md's projected shifted solves), split in two.
 
     With ``r_j = B X c_j + r_j^⊥`` (``c_j = Xᵀ r_j``, ``Xᵀ r_j^⊥ = 0``), the
@@ -42,14 +49,14 @@ def split_solve(R, L, X, BX, D, solve: Solve, broadening=None):
     of two independent nearly singular solves whose rounding does not cancel,
     and the complement system is deflated of every computed pair.
     """
-    C = _mT(X) @ R  # (*b, K, c)
+    C = inner(X, R)  # (*b, K, c)
     Rperp = R - BX @ C
     Yperp = solve(Rperp, L)
-    Yperp = Yperp - X @ (_mT(BX) @ Yperp)  # B-orthogonal to all computed columns
+    Yperp = Yperp - X @ inner(BX, Yperp)  # B-orthogonal to all computed columns
     return X @ (inverse_gaps(L, D, broadening) * C) + Yperp
 
 
-def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=None):
+def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=None, inner: Inner = _local_inner):
     """Reverse mode (MATH.md, "Reverse mode (VJP)"). Returns ``(L_A, L_B)``, each (*b, n, K).
 
     ``L_B`` is ``None`` when ``need_B`` is false. Then ``Ā = sym(L_A Xᵀ)`` and
@@ -61,10 +68,10 @@ def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=No
     if need_B:
         LB = torch.zeros_like(X) if Lbar is None else -X * (L * Lbar).unsqueeze(-2)  # -X Λ Λ̄
     if Xbar is not None:
-        DXtXbar = Dm * (_mT(X) @ Xbar)  # D ∘ (Xᵀ X̄)
+        DXtXbar = Dm * inner(X, Xbar)  # D ∘ (Xᵀ X̄)
         Rbar = Xbar - BX @ DXtXbar  # R̄ = X̄ - B X [D ∘ (Xᵀ X̄)]
-        Ybar = split_solve(Rbar, L, X, BX, D, solve, broadening)  # ȳ_j = G_j r̄_j
-        Vbar = Ybar - X @ (Dm * (_mT(BX) @ Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
+        Ybar = split_solve(Rbar, L, X, BX, D, solve, broadening, inner)  # ȳ_j = G_j r̄_j
+        Vbar = Ybar - X @ (Dm * inner(BX, Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
         LA = LA - Vbar  # L_A = X Λ̄ - V̄
         if need_B:
             LB = LB - 0.5 * (X @ DXtXbar) + Vbar * L.unsqueeze(-2)  # L_B = ... - ½ X [D∘(XᵀX̄)] + V̄ Λ

@@ -1,0 +1,129 @@
+"""The autograd Function of ``eigsh(DistributedCSR, k, solver="slepc")``.
+
+Input: this rank's stored values. Outputs: the eigenvalues (replicated) and
+this rank's rows of the eigenvectors, plus the non-differentiable guards
+and cluster labels. The backward is MATH.md's reverse mode written once in
+``autodiff._formulas.vjp_terms``, called with local row blocks and an inner
+product that sums over the ranks (``_comm.inner``), and with the distributed
+projected shifted solves of ``_ksp``; the existence checks are
+``autodiff._checks.check_existence`` on a ``2K × 2K`` factor of the global Gram
+matrix of ``[X, X̄]`` (the checks use ``X`` and ``X̄`` only through ``Xᵀ X̄`` and
+column norms), so every rank reports the same clusters with the same numbers.
+
+**Cotangents of replicated outputs.** Every rank holds the same eigenvalues
+and typically computes the same loss of them; the eigenvalue cotangent used
+is the *mean* over the ranks of their ``Λ̄`` (a loss of ``L`` computed
+identically on every rank counts once), while eigenvector cotangents are
+local rows and add up (the loss is ``f(L) + Σ_ranks g_r(X_r)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+from .._options import BackwardOptions
+from ..autodiff._checks import check_existence
+from ..autodiff._clusters import cluster_mask
+from ..autodiff._forward import solve_with_guards
+from ..autodiff._formulas import vjp_terms
+from ._comm import allsum, inner
+from ._ksp import projected_solves
+from ._matrix import Pattern, PetscOperator, gather_rows, symmetry_probe
+from ._slepc import Slepc
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SlepcConfig:
+    """The non-tensor inputs of :class:`SlepcEig` (never stored on ``ctx``)."""
+
+    k: int
+    largest: bool
+    solver: Slepc
+    opts: BackwardOptions
+    pattern: Pattern
+    X0: torch.Tensor | None = None
+
+
+def _gram_factor(X, Xbar, mpi):
+    """``(F_X, F_X̄)`` (2K, K) each with ``[F_X, F_X̄]ᵀ [F_X, F_X̄] = [X, X̄]ᵀ [X, X̄]`` over all rows."""
+    W = torch.cat([X, Xbar], dim=-1)
+    G = allsum(W.T @ W, mpi)
+    w, V = torch.linalg.eigh(0.5 * (G + G.T))
+    F = w.clamp(min=0).sqrt().unsqueeze(-1) * V.T
+    K = X.shape[-1]
+    return F[:, :K], F[:, K:]
+
+
+def values_vjp(LA, X, pattern: Pattern):
+    """``v̄_e = ½ [(L_A Xᵀ)_ij + (L_A Xᵀ)_ji]`` for each local entry ``e = (i, j)`` (MATH.md, sparse A).
+
+    Row ``i`` is local; row ``j`` of ``L_A`` and ``X`` may live on another rank:
+    the rows at the pattern's distinct columns are gathered with one PETSc
+    scatter (:func:`._matrix.gather_rows`).
+    """
+    k = X.shape[-1]
+    cols, inv = np.unique(pattern.col, return_inverse=True)
+    ghost = gather_rows(torch.cat([LA, X], dim=-1), pattern, cols)  # (len(cols), 2k)
+    LAj, Xj = ghost[inv, :k], ghost[inv, k:]
+    li = torch.from_numpy(pattern.rows() - pattern.start)
+    return 0.5 * ((LA[li] * Xj).sum(-1) + (LAj * X[li]).sum(-1))
+
+
+class SlepcEig(torch.autograd.Function):
+    @staticmethod
+    def forward(cfg: SlepcConfig, values):
+        op = PetscOperator.create(cfg.pattern, values)
+        try:
+            msg = symmetry_probe(op)
+            if msg is not None:
+                raise ValueError(msg)
+            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
+                cfg.solver, op, None, cfg.k, cfg.pattern.n, cfg.largest, cfg.opts, X0=cfg.X0)
+        finally:
+            op.destroy()
+        return sol.eigenvalues.clone(), sol.eigenvectors.clone(), LE, XE, labels, cut
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        cfg, values = inputs
+        LE, XE, labels, cut = output[2:]
+        ctx.mark_non_differentiable(LE, XE, labels, cut)
+        ctx.save_for_backward(values, LE, XE, labels, cut)
+        ctx.k, ctx.largest, ctx.opts, ctx.solver, ctx.pattern = cfg.k, cfg.largest, cfg.opts, cfg.solver, cfg.pattern
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gL, gX, *_):
+        values, LE, XE, labels, cut = ctx.saved_tensors
+        pattern, k, opts = ctx.pattern, ctx.k, ctx.opts
+        op = PetscOperator.create(pattern, values)
+        mpi = op.mpi
+        try:
+            m = LE.shape[-1] - k
+            zero_L = torch.zeros(k, dtype=LE.dtype) if gL is None else gL
+            zero_X = torch.zeros(XE.shape[0], k, dtype=XE.dtype) if gX is None else gX
+            Lbar = torch.cat([allsum(zero_L, mpi) / mpi.size, LE.new_zeros(m)])  # replicated: the ranks' mean
+            Xbar = torch.cat([zero_X, XE.new_zeros(XE.shape[0], m)], dim=-1)
+            FX, FXbar = _gram_factor(XE, Xbar, mpi)
+            check_existence(  # MATH.md, "When the derivative exists", on the global Gram matrix
+                L=LE, X=FX, labels=labels, cut=cut, Lbar=Lbar, Xbar=FXbar, k=k, largest=ctx.largest,
+                gauge=opts.gauge, check_rtol=opts.resolved_check_rtol(LE.dtype))
+            has_X = bool(allsum(zero_X.abs().sum().reshape(1), mpi) > 0)
+            rtol = opts.resolved_linsolve_rtol(LE.dtype, ctx.solver.resolved_rtol(LE.dtype))
+            maxiter = opts.linsolve_maxiter or 10 * pattern.n
+
+            def solve(R, shifts):  # MATH.md's G_j on the complement of all K computed vectors
+                return projected_solves(op, XE, R, shifts, rtol, maxiter)
+
+            D = cluster_mask(labels)
+            LA, _ = vjp_terms(LE, XE, XE, D, Lbar, Xbar if has_X else None, solve, need_B=False,
+                              inner=inner(mpi))
+            # Ā = sym(L_A Xᵀ) sampled on the local pattern (MATH.md, "Reverse mode"); guard columns are zero
+            grad = values_vjp(LA[:, :k], XE[:, :k], pattern)
+        finally:
+            op.destroy()
+        return None, grad.to(values.dtype)

@@ -1,0 +1,121 @@
+"""Gradients of eigsh(DistributedCSR, k, solver="slepc") w.r.t. the stored values, on every rank's rows."""
+
+import numpy as np
+import pytest
+import torch
+
+import eigrad
+from eigrad.petsc import Slepc
+
+from _problems import (
+    WORLD,
+    cubic_problem,
+    dense_values_loss,
+    distribute,
+    global_max,
+    global_sum,
+    local_slice,
+    random_potential_problem,
+)
+
+TIGHT = dict(solver=Slepc(rtol=1e-11), backward=eigrad.BackwardOptions(linsolve_rtol=1e-12))
+
+
+def _off_rank(D):
+    """Mask of local entries whose column belongs to another rank."""
+    p = D.pattern
+    return torch.from_numpy((p.col < p.start) | (p.col >= p.end))
+
+
+@pytest.mark.parametrize("largest", [False, True])
+def test_values_gradient_matches_dense_eigh(largest):
+    A = random_potential_problem(6, seed=2)
+    n, k = A.shape[0], 4
+    c = np.random.default_rng(5).uniform(0.5, 1.5, n)
+    wts = torch.tensor([1.0, 2.0, -1.0, 0.5], dtype=torch.float64)
+    D, v, (s, e) = distribute(A)
+    L, X = eigrad.eigsh(D, k, largest=largest, **TIGHT)
+    # the loss: f(L) (replicated: every rank computes it; it counts once) + the local rows' part of g(X)
+    ((wts * L).sum() + (torch.tensor(c[s:e]).unsqueeze(-1) * X**4).sum()).backward()
+    sel = slice(n - k, n) if largest else slice(0, k)
+    ref = dense_values_loss(A, lambda Ld, Q: (wts * Ld[sel]).sum() + (torch.tensor(c).unsqueeze(-1) * Q[:, sel] ** 4).sum())
+    ref = ref[local_slice(A, (s, e))]
+    scale = global_max(ref.abs().max())
+    err = (v.grad - ref).abs()
+    assert global_max(err.max()) / scale < 1e-9
+    off = _off_rank(D)
+    if WORLD.size > 1:  # entries whose column lives on another rank are there, and right
+        assert global_sum(off.sum()) > 0
+    assert global_max(err[off].max() if off.any() else 0.0) / scale < 1e-9
+
+
+def test_values_gradient_matches_eigrad_single_process():
+    A = random_potential_problem(6, seed=4)
+    n, k = A.shape[0], 3
+    c = np.random.default_rng(6).uniform(0.5, 1.5, n)
+    D, v, (s, e) = distribute(A)
+    L, X = eigrad.eigsh(D, k, **TIGHT)
+    (L.sum() + (torch.tensor(c[s:e]).unsqueeze(-1) * X**4).sum()).backward()
+    vs = torch.tensor(A.data, dtype=torch.float64, requires_grad=True)
+    S = torch.sparse_csr_tensor(torch.tensor(A.indptr), torch.tensor(A.indices), vs, (n, n))
+    Ls, Xs = eigrad.eigsh(S, k, solver=eigrad.solvers.Arpack(rtol=1e-11),
+                          backward=eigrad.BackwardOptions(linsolve_rtol=1e-12))
+    (Ls.sum() + (torch.tensor(c).unsqueeze(-1) * Xs**4).sum()).backward()
+    ref = vs.grad[local_slice(A, (s, e))]
+    assert global_max((v.grad - ref).abs().max()) / global_max(ref.abs().max()) < 1e-8
+
+
+def _projector_loss(P, W):
+    return (W * P).sum()
+
+
+def test_degenerate_triple_projector_loss_vs_finite_differences():
+    # λ_1 = λ_2 = λ_3 exactly (cubic symmetry): the loss sees the triple only through its projector and
+    # the sum of its eigenvalues, so its derivative exists (no GaugeWarning: pytest makes it an error)
+    A = cubic_problem(6)
+    A.sort_indices()
+    n = A.shape[0]
+    rng = np.random.default_rng(11)
+    wdiag = rng.uniform(0.0, 1.0, n)  # loss = Σ_i w_i (X_g X_gᵀ)_ii + 0.3 Σ_g λ + λ_0
+    D, v, (s, e) = distribute(A)
+    L, X = eigrad.eigsh(D, 4, **TIGHT)
+    Xg = X[:, 1:4]
+    (torch.tensor(wdiag[s:e]) @ (Xg**2).sum(-1) + 0.3 * L[1:4].sum() + L[0]).backward()
+
+    rows = np.repeat(np.arange(n), np.diff(A.indptr))
+
+    def f(data):
+        M = np.zeros((n, n))
+        np.add.at(M, (rows, A.indices), data)
+        w, Q = np.linalg.eigh(0.5 * (M + M.T))
+        return wdiag @ (Q[:, 1:4] ** 2).sum(-1) + 0.3 * w[1:4].sum() + w[0]
+
+    d = rng.standard_normal(A.nnz)  # one direction over all stored values, the same on every rank
+    h = 1e-5
+    fd = (f(A.data + h * d) - f(A.data - h * d)) / (2 * h)
+    dd = global_sum((v.grad * torch.from_numpy(d[local_slice(A, (s, e))])).sum())
+    assert abs(dd - fd) <= 1e-7 * abs(fd)
+
+
+def test_cut_cluster_reported_on_every_rank():
+    D, _, _ = distribute(cubic_problem(6))
+    L, X = eigrad.eigsh(D, 2, solver="slepc")  # λ_1 is one of a triple: k=2 cuts it
+    with pytest.warns(eigrad.GaugeWarning, match=r"k=2 cuts a degenerate cluster.*Pass k=1 or k=4"):
+        L.sum().backward()
+    L, X = eigrad.eigsh(D, 2, solver="slepc", backward=eigrad.BackwardOptions(gauge="raise"))
+    with pytest.raises(eigrad.GaugeError, match="k=2 cuts"):
+        (X**4).sum().backward()
+
+
+def test_invalid_loss_inside_a_cluster_reported_on_every_rank():
+    D, _, (s, e) = distribute(cubic_problem(6))
+    L, X = eigrad.eigsh(D, 4, solver="slepc", backward=eigrad.BackwardOptions(gauge="raise"))
+    with pytest.raises(eigrad.GaugeError, match="condition 2"):
+        L[1].backward()  # one eigenvalue of the triple: not differentiable
+
+
+def test_backward_nonconvergence_raises_on_every_rank():
+    D, _, _ = distribute(random_potential_problem(6))
+    L, X = eigrad.eigsh(D, 3, solver="slepc", backward=eigrad.BackwardOptions(linsolve_maxiter=2))
+    with pytest.raises(eigrad.ConvergenceError, match="shifted solve"):
+        (X**4).sum().backward()
