@@ -1,5 +1,7 @@
 """Gradients of eigsh(DistributedCSR, k, solver="slepc") w.r.t. the stored values, on every rank's rows."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -57,7 +59,9 @@ def test_values_gradient_matches_eigrad_single_process():
     L, X = eigrad.eigsh(D, k, **TIGHT)
     (L.sum() + (torch.tensor(c[s:e]).unsqueeze(-1) * X**4).sum()).backward()
     vs = torch.tensor(A.data, dtype=torch.float64, requires_grad=True)
-    S = torch.sparse_csr_tensor(torch.tensor(A.indptr), torch.tensor(A.indices), vs, (n, n))
+    with warnings.catch_warnings():  # torch's "sparse CSR is beta" notice
+        warnings.simplefilter("ignore", UserWarning)
+        S = torch.sparse_csr_tensor(torch.tensor(A.indptr), torch.tensor(A.indices), vs, (n, n))
     Ls, Xs = eigrad.eigsh(S, k, solver=eigrad.solvers.Arpack(rtol=1e-11),
                           backward=eigrad.BackwardOptions(linsolve_rtol=1e-12))
     (Ls.sum() + (torch.tensor(c).unsqueeze(-1) * Xs**4).sum()).backward()

@@ -97,3 +97,19 @@ def test_one_rank_and_all_ranks_give_the_same_numbers():
     lo, hi = int(A.indptr[s]), int(A.indptr[e])
     assert global_max((Lw - Ls).abs().max() / Ls.abs().max()) < 1e-13
     assert global_max((gw - gs[lo:hi]).abs().max() / gs.abs().max()) < 1e-9
+
+
+def test_petsc_matrix_products_and_value_refresh():
+    A = random_potential_problem(5, seed=9)
+    D, v, (s, e) = distribute(A, requires_grad=False)
+    Xfull = np.random.default_rng(1).standard_normal((A.shape[0], 3))
+    X = torch.from_numpy(Xfull[s:e].copy())
+    op = D.operator()
+    try:
+        np.testing.assert_allclose(op.matmat(X).numpy(), (A @ Xfull)[s:e], rtol=1e-13, atol=1e-13)
+        op.refresh(2.0 * v - 1.0)  # new values, same pattern (setValuesCSR)
+        A2 = A.copy()
+        A2.data = 2.0 * A2.data - 1.0
+        np.testing.assert_allclose(op.matmat(X).numpy(), (A2 @ Xfull)[s:e], rtol=1e-13, atol=1e-13)
+    finally:
+        op.destroy()
