@@ -36,6 +36,11 @@ def cubic_problem(N: int = 6) -> sp.csr_matrix:
     return (grid_laplacian(N) + sp.diags(V.ravel())).tocsr()
 
 
+def mass_matrix(N: int = 6) -> sp.csr_matrix:
+    """An SPD ``B = I + 0.05 L`` (eigenvalues in (1, 1.6)) with the Laplacian's pattern and cubic symmetry."""
+    return (sp.identity(N**3) + 0.05 * grid_laplacian(N)).tocsr()
+
+
 def distribute(A: sp.csr_matrix, comm=None, requires_grad: bool = True):
     """``(DistributedCSR, values_local, (start, end))`` of this rank's rows of ``A``."""
     A = A.tocsr()
@@ -67,14 +72,29 @@ def gather_rows(X: torch.Tensor, comm=WORLD) -> torch.Tensor:
     return torch.cat([torch.as_tensor(p) for p in comm.allgather(X.detach().numpy())], dim=0)
 
 
-def dense_values_loss(A: sp.csr_matrix, loss_of):
-    """Gradient of ``loss_of(L, Q)`` w.r.t. ``A.data`` through ``torch.linalg.eigh`` of sym(A) (every rank alike)."""
+def _dense(A: sp.csr_matrix):
     A = A.tocsr()
     A.sort_indices()
     rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
     v = torch.tensor(A.data, dtype=torch.float64, requires_grad=True)
     M = torch.zeros(A.shape, dtype=torch.float64).index_put((torch.tensor(rows), torch.tensor(A.indices)), v,
                                                             accumulate=True)
-    L, Q = torch.linalg.eigh(0.5 * (M + M.T))
+    return v, 0.5 * (M + M.T)
+
+
+def dense_values_loss(A: sp.csr_matrix, loss_of, B: sp.csr_matrix | None = None):
+    """Gradient of ``loss_of(L, Q)`` w.r.t. ``A.data`` (and ``B.data``) through ``torch.linalg.eigh``
+    of sym(A) (with B: of ``C⁻¹ A C⁻ᵀ``, ``B = C Cᵀ``, and ``Q = C⁻ᵀ Q̃``), every rank alike."""
+    v, M = _dense(A)
+    if B is None:
+        L, Q = torch.linalg.eigh(M)
+        loss_of(L, Q).backward()
+        return v.grad
+    vb, MB = _dense(B)
+    C = torch.linalg.cholesky(MB)
+    Ci_A = torch.linalg.solve_triangular(C, M, upper=False)
+    At = torch.linalg.solve_triangular(C, Ci_A.T, upper=False)
+    L, Qt = torch.linalg.eigh(0.5 * (At + At.T))
+    Q = torch.linalg.solve_triangular(C.T, Qt, upper=True)
     loss_of(L, Q).backward()
-    return v.grad
+    return v.grad, vb.grad

@@ -7,7 +7,7 @@ import torch
 import eigrad
 from eigrad.petsc import DistributedCSR, Slepc, ownership_range
 
-from _problems import WORLD, cubic_problem, distribute, gather_rows, global_max, random_potential_problem
+from _problems import WORLD, cubic_problem, distribute, gather_rows, global_max, mass_matrix, random_potential_problem
 
 
 @pytest.mark.parametrize("largest", [False, True])
@@ -74,8 +74,11 @@ def test_wrong_inputs():
         eigrad.eigsh(D, 2, solver="lobpcg")
     with pytest.raises(ValueError, match="k must be"):
         eigrad.eigsh(D, 0, solver="slepc")
-    with pytest.raises(NotImplementedError, match="B = I"):
-        eigrad.eigsh(D, 2, B=D, solver="slepc")
+    D5, _, _ = distribute(random_potential_problem(5), requires_grad=False)
+    with pytest.raises(ValueError, match="must match A"):
+        eigrad.eigsh(D, 2, B=D5, solver="slepc")
+    with pytest.raises(TypeError, match="B as an eigrad.petsc.DistributedCSR"):
+        eigrad.eigsh(D, 2, B=torch.eye(64, dtype=torch.float64), solver="slepc")
 
 
 def test_one_rank_and_all_ranks_give_the_same_numbers():
@@ -113,3 +116,19 @@ def test_petsc_matrix_products_and_value_refresh():
         np.testing.assert_allclose(op.matmat(X).numpy(), (A2 @ Xfull)[s:e], rtol=1e-13, atol=1e-13)
     finally:
         op.destroy()
+
+
+@pytest.mark.parametrize("largest", [False, True])
+def test_generalized_forward_matches_dense(largest):
+    import scipy.linalg
+
+    A, B = random_potential_problem(6, seed=1), mass_matrix(6)
+    DA, _, _ = distribute(A, requires_grad=False)
+    DB, _, _ = distribute(B, requires_grad=False)
+    L, X = eigrad.eigsh(DA, 4, B=DB, solver=Slepc(rtol=1e-10), largest=largest)
+    w, Q = scipy.linalg.eigh(A.toarray(), B.toarray())
+    sel = slice(-4, None) if largest else slice(0, 4)
+    np.testing.assert_allclose(L.numpy(), w[sel], rtol=1e-12, atol=0)
+    Xg = gather_rows(X).numpy()
+    np.testing.assert_allclose(Xg.T @ B.toarray() @ Xg, np.eye(4), atol=1e-12)  # B-orthonormal
+    np.testing.assert_allclose(np.abs(Xg.T @ B.toarray() @ Q[:, sel]), np.eye(4), atol=1e-8)

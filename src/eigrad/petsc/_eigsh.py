@@ -18,8 +18,12 @@ def eigsh_slepc(A, k, *, B=None, largest=False, solver="slepc", X0=None, precond
         raise TypeError(
             f"solver='slepc' takes an eigrad.petsc.DistributedCSR for A; received {type(A).__name__}. "
             "Build one from each rank's rows with eigrad.petsc.DistributedCSR(crow_local, col, values_local, shape).")
-    if B is not None:
-        raise NotImplementedError("solver='slepc' solves A X = X Λ (B = I) for now; pass B=None.")
+    if B is not None and not isinstance(B, DistributedCSR):
+        raise TypeError(f"solver='slepc' takes B as an eigrad.petsc.DistributedCSR (or None); received "
+                        f"{type(B).__name__}.")
+    if B is not None and (B.shape != A.shape or B.comm.getSize() != A.comm.getSize()):
+        raise ValueError(f"B (shape {B.shape}, {B.comm.getSize()} ranks) must match A (shape {A.shape}, "
+                         f"{A.comm.getSize()} ranks).")
     if preconditioner is not None:
         raise ValueError("solver='slepc' takes no preconditioner (Krylov–Schur on A itself); pass None.")
     if progress:
@@ -42,6 +46,6 @@ def eigsh_slepc(A, k, *, B=None, largest=False, solver="slepc", X0=None, precond
     if X0 is not None and (not isinstance(X0, torch.Tensor) or X0.dim() != 2 or X0.shape[0] != m):
         raise ValueError(f"X0 must be this rank's rows of the start vectors, a ({m}, q) tensor; received "
                          f"{getattr(X0, 'shape', type(X0).__name__)}.")
-    cfg = SlepcConfig(k, largest, solver, opts, A.pattern, X0)
-    out = SlepcEig.apply(cfg, A.values)
+    cfg = SlepcConfig(k, largest, solver, opts, A.pattern, None if B is None else B.pattern, X0)
+    out = SlepcEig.apply(cfg, A.values, None if B is None else B.values)
     return EigResult(out[0], out[1])

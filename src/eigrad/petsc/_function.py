@@ -1,6 +1,6 @@
 """The autograd Function of ``eigsh(DistributedCSR, k, solver="slepc")``.
 
-Input: this rank's stored values. Outputs: the eigenvalues (replicated) and
+Inputs: this rank's stored values of ``A`` (and ``B``). Outputs: the eigenvalues (replicated) and
 this rank's rows of the eigenvectors, plus the non-differentiable guards
 and cluster labels. The backward is MATH.md's reverse mode written once in
 ``autodiff._formulas.vjp_terms``, called with local row blocks and an inner
@@ -45,6 +45,7 @@ class SlepcConfig:
     solver: Slepc
     opts: BackwardOptions
     pattern: Pattern
+    pattern_B: Pattern | None = None
     X0: torch.Tensor | None = None
 
 
@@ -73,34 +74,50 @@ def values_vjp(LA, X, pattern: Pattern):
     return 0.5 * ((LA[li] * Xj).sum(-1) + (LAj * X[li]).sum(-1))
 
 
+def _operators(cfg_or_ctx, values, values_B):
+    op = PetscOperator.create(cfg_or_ctx.pattern, values)
+    Bop = None if values_B is None else PetscOperator.create(cfg_or_ctx.pattern_B, values_B)
+    return op, Bop
+
+
+def _destroy(*ops):
+    for o in ops:
+        if o is not None:
+            o.destroy()
+
+
 class SlepcEig(torch.autograd.Function):
     @staticmethod
-    def forward(cfg: SlepcConfig, values):
-        op = PetscOperator.create(cfg.pattern, values)
+    def forward(cfg: SlepcConfig, values, values_B):
+        op, Bop = _operators(cfg, values, values_B)
         try:
-            msg = symmetry_probe(op)
-            if msg is not None:
-                raise ValueError(msg)
+            for name, o in (("A", op), ("B", Bop)):
+                msg = None if o is None else symmetry_probe(o)
+                if msg is not None:
+                    raise ValueError(f"{name}: {msg}")
             sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
-                cfg.solver, op, None, cfg.k, cfg.pattern.n, cfg.largest, cfg.opts, X0=cfg.X0)
+                cfg.solver, op, Bop, cfg.k, cfg.pattern.n, cfg.largest, cfg.opts, X0=cfg.X0)
         finally:
-            op.destroy()
+            _destroy(op, Bop)
         return sol.eigenvalues.clone(), sol.eigenvectors.clone(), LE, XE, labels, cut
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        cfg, values = inputs
+        cfg, values, values_B = inputs
         LE, XE, labels, cut = output[2:]
         ctx.mark_non_differentiable(LE, XE, labels, cut)
-        ctx.save_for_backward(values, LE, XE, labels, cut)
-        ctx.k, ctx.largest, ctx.opts, ctx.solver, ctx.pattern = cfg.k, cfg.largest, cfg.opts, cfg.solver, cfg.pattern
+        ctx.save_for_backward(values, values_B, LE, XE, labels, cut)
+        ctx.k, ctx.largest, ctx.opts, ctx.solver = cfg.k, cfg.largest, cfg.opts, cfg.solver
+        ctx.pattern, ctx.pattern_B = cfg.pattern, cfg.pattern_B
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gL, gX, *_):
-        values, LE, XE, labels, cut = ctx.saved_tensors
+        values, values_B, LE, XE, labels, cut = ctx.saved_tensors
         pattern, k, opts = ctx.pattern, ctx.k, ctx.opts
-        op = PetscOperator.create(pattern, values)
+        need_A = ctx.needs_input_grad[1]
+        need_B = values_B is not None and ctx.needs_input_grad[2]
+        op, Bop = _operators(ctx, values, values_B)
         mpi = op.mpi
         try:
             m = LE.shape[-1] - k
@@ -117,13 +134,16 @@ class SlepcEig(torch.autograd.Function):
             maxiter = opts.linsolve_maxiter or 10 * pattern.n
 
             def solve(R, shifts):  # MATH.md's G_j on the complement of all K computed vectors
-                return projected_solves(op, XE, R, shifts, rtol, maxiter)
+                return projected_solves(op, XE, R, shifts, rtol, maxiter, Bop)
 
             D = cluster_mask(labels)
-            LA, _ = vjp_terms(LE, XE, XE, D, Lbar, Xbar if has_X else None, solve, need_B=False,
-                              inner=inner(mpi))
-            # Ā = sym(L_A Xᵀ) sampled on the local pattern (MATH.md, "Reverse mode"); guard columns are zero
-            grad = values_vjp(LA[:, :k], XE[:, :k], pattern)
+            BXE = XE if Bop is None else Bop.matmat(XE)
+            LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar if has_X else None, solve, need_B=need_B,
+                               inner=inner(mpi))
+            # Ā = sym(L_A Xᵀ), B̄ = sym(L_B Xᵀ) sampled on the local patterns (MATH.md, "Reverse mode");
+            # the guard columns of L_A, L_B are zero
+            gA = values_vjp(LA[:, :k], XE[:, :k], pattern).to(values.dtype) if need_A else None
+            gB = values_vjp(LB[:, :k], XE[:, :k], ctx.pattern_B).to(values_B.dtype) if need_B else None
         finally:
-            op.destroy()
-        return None, grad.to(values.dtype)
+            _destroy(op, Bop)
+        return None, gA, gB
