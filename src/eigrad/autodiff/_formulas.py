@@ -78,22 +78,22 @@ def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=No
     return LA, LB
 
 
-def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None):
+def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None, inner: Inner = _local_inner):
     """Forward mode (MATH.md, "Forward mode (JVP)"). Returns ``(Λ', X')``.
 
     ``AdX = A' X`` (*b, n, K) and ``BdX = B' X`` or ``None``.
     """
     Dm = D.to(X.dtype)
     Vd = AdX if BdX is None else AdX - BdX * L.unsqueeze(-2)  # V' = A' X - B' X Λ
-    XtVd = _mT(X) @ Vd
+    XtVd = inner(X, Vd)
     Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)  # Λ' = diag(Xᵀ V') (the eigen-Functions replace it
     # inside degenerate clusters by the eigenvalues of the cluster's block, _degenerate.cluster_frames)
     Rd = Vd - BX @ (Dm * XtVd)  # R' = V' - B X [D ∘ (Xᵀ V')]
-    Yd = split_solve(Rd, L, X, BX, D, solve, broadening)  # y'_j = G_j r'_j
-    Yd = Yd - X @ (Dm * (_mT(BX) @ Yd))  # B-projected against each cluster
+    Yd = split_solve(Rd, L, X, BX, D, solve, broadening, inner)  # y'_j = G_j r'_j
+    Yd = Yd - X @ (Dm * inner(BX, Yd))  # B-projected against each cluster
     Xd = -Yd  # X' = -½ X [D ∘ (Xᵀ B' X)] - Y'
     if BdX is not None:
-        Xd = Xd - 0.5 * (X @ (Dm * (_mT(X) @ BdX)))
+        Xd = Xd - 0.5 * (X @ (Dm * inner(X, BdX)))
     return Ld, Xd
 
 

@@ -29,7 +29,9 @@ from .._options import BackwardOptions
 from ..autodiff._checks import check_existence
 from ..autodiff._clusters import cluster_mask
 from ..autodiff._forward import solve_with_guards
-from ..autodiff._formulas import vjp_terms
+from ..autodiff._degenerate import cluster_frames
+from ..autodiff._formulas import jvp_terms, sym, vjp_terms
+from ..autodiff._second_order import degenerate_clusters
 from ._comm import allsum, inner
 from ._ksp import projected_solves
 from ._matrix import Pattern, PetscOperator, gather_rows, symmetry_probe
@@ -74,6 +76,16 @@ def values_vjp(LA, X, pattern: Pattern):
     return 0.5 * ((LA[li] * Xj).sum(-1) + (LAj * X[li]).sum(-1))
 
 
+def tangent_matmat(pattern: Pattern, dvalues, X):
+    """``A' X`` (local rows) with ``A' = sym(P(v'))`` on the pattern: the tangent whose adjoint is
+    :func:`values_vjp` (as eigrad's sparse operators)."""
+    dop = PetscOperator.create(pattern, dvalues)
+    try:
+        return 0.5 * (dop.matmat(X) + dop.matmat_transpose(X))
+    finally:
+        dop.destroy()
+
+
 def _operators(cfg_or_ctx, values, values_B):
     op = PetscOperator.create(cfg_or_ctx.pattern, values)
     Bop = None if values_B is None else PetscOperator.create(cfg_or_ctx.pattern_B, values_B)
@@ -107,6 +119,7 @@ class SlepcEig(torch.autograd.Function):
         LE, XE, labels, cut = output[2:]
         ctx.mark_non_differentiable(LE, XE, labels, cut)
         ctx.save_for_backward(values, values_B, LE, XE, labels, cut)
+        ctx.save_for_forward(values, values_B, LE, XE, labels, cut)
         ctx.k, ctx.largest, ctx.opts, ctx.solver = cfg.k, cfg.largest, cfg.opts, cfg.solver
         ctx.pattern, ctx.pattern_B = cfg.pattern, cfg.pattern_B
 
@@ -147,3 +160,41 @@ class SlepcEig(torch.autograd.Function):
         finally:
             _destroy(op, Bop)
         return None, gA, gB
+
+    @staticmethod
+    def jvp(ctx, _cfg_tangent, dvalues, dvalues_B):
+        values, values_B, LE, XE, labels, cut = ctx.saved_tensors
+        k, opts = ctx.k, ctx.opts
+        if dvalues is None and dvalues_B is None:
+            return (None,) * 6
+        op, Bop = _operators(ctx, values, values_B)
+        mpi = op.mpi
+        try:
+            K = LE.shape[-1]
+            X_k = XE[:, :k]
+            pad = XE.new_zeros(XE.shape[0], K - k)
+            # V' = A' X - B' X Λ (MATH.md, "Forward mode") on the k wanted columns only: the guard
+            # columns' right-hand sides are zero (as in eigrad's operator Function)
+            AdX = torch.cat([tangent_matmat(ctx.pattern, dvalues, X_k), pad], -1) if dvalues is not None \
+                else torch.zeros_like(XE)
+            BdX = None
+            if dvalues_B is not None and values_B is not None:
+                BdX = torch.cat([tangent_matmat(ctx.pattern_B, dvalues_B, X_k), pad], -1)
+            rtol = opts.resolved_linsolve_rtol(LE.dtype, ctx.solver.resolved_rtol(LE.dtype))
+            maxiter = opts.linsolve_maxiter or 10 * ctx.pattern.n
+
+            def solve(R, shifts):
+                return projected_solves(op, XE, R, shifts, rtol, maxiter, Bop)
+
+            D = cluster_mask(labels)
+            BXE = XE if Bop is None else Bop.matmat(XE)
+            ip = inner(mpi)
+            Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, inner=ip)
+            Ld = Ld[:k]
+            found = [c for c in degenerate_clusters(labels, k) if max(c[1]) < k]
+            if found:  # inside a repeated eigenvalue: the slopes, eigenvalues of X_gᵀ (A' - λ B') X_g
+                V = AdX[:, :k] if BdX is None else AdX[:, :k] - BdX[:, :k] * LE[:k]
+                Ld, _ = cluster_frames(sym(ip(X_k, V)), found, k)
+        finally:
+            _destroy(op, Bop)
+        return Ld, Xd[:, :k], None, None, None, None

@@ -236,6 +236,19 @@ class PetscOperator:
         y.destroy()
         return torch.from_numpy(out).to(X.dtype)
 
+    def matmat_transpose(self, X: torch.Tensor) -> torch.Tensor:
+        """Local rows of ``Aᵀ X`` (collective; for the tangent of a non-symmetric value perturbation)."""
+        Xn = X.detach().cpu().numpy()
+        out = np.empty_like(Xn)
+        y = self.mat.createVecRight()
+        for j in range(Xn.shape[1]):
+            x = self.vec(np.ascontiguousarray(Xn[:, j]))
+            self.mat.multTranspose(x, y)
+            out[:, j] = y.getArray(readonly=True)
+            x.destroy()
+        y.destroy()
+        return torch.from_numpy(out).to(X.dtype)
+
     def norm_inf(self) -> float:
         PETSc, _, _ = import_backend()
         return float(self.mat.norm(PETSc.NormType.INFINITY))
