@@ -5,9 +5,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from scipy.sparse import diags as sp_diags
 
 import eigrad
-from eigrad.petsc import Slepc
+from eigrad.petsc import DistributedCSR, Slepc
 
 from _problems import (
     WORLD,
@@ -196,3 +197,45 @@ def test_generalized_n512_B_orthonormal_and_gradients(tight):
     for got, ref, M in ((vA.grad, gA, A), (vB.grad, gB, B)):
         ref = ref[local_slice(M, (s, e))]
         assert global_max((got - ref).abs().max()) / global_max(ref.abs().max()) < (1e-10 if tight else 1e-7)
+
+
+def test_gradient_to_a_replicated_parameter_is_summed_over_ranks():
+    # A(α) = L + α diag(V): each rank builds its stored values from the replicated α; α.grad on a rank
+    # holds that rank's share, and the gradient is their sum (an all-reduce, as data-parallel training)
+    from mpi4py import MPI
+
+    from _problems import grid_laplacian
+
+    N = 6
+    n, k = N**3, 3
+    V = np.random.default_rng(21).uniform(0.0, 1.0, n)
+    Lap = grid_laplacian(N)
+    Lap.sort_indices()
+    A0 = (Lap + sp_diags(V)).tocsr()
+    A0.sort_indices()
+    _, _, (s, e) = distribute(A0, requires_grad=False)
+    blk = A0[s:e]
+    rows = s + np.repeat(np.arange(e - s), np.diff(blk.indptr))
+    is_diag = torch.from_numpy(rows == blk.indices)
+    Vd = torch.from_numpy(V[rows])
+    lap_blk = Lap[s:e]
+    assert np.array_equal(lap_blk.indices, blk.indices)  # the same pattern (the diagonal is stored)
+    lap_vals = torch.from_numpy(lap_blk.data.copy())
+
+    def loss_of(alpha, L, X, cl):
+        return (L**2).sum() + (cl * X**4).sum()
+
+    c = np.random.default_rng(22).uniform(0.5, 1.5, n)
+    alpha = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    values = lap_vals + alpha * torch.where(is_diag, Vd, torch.zeros_like(Vd))
+    D = DistributedCSR(torch.from_numpy(blk.indptr), torch.from_numpy(blk.indices), values, (n, n))
+    L, X = eigrad.eigsh(D, k, **TIGHT)
+    loss_of(alpha, L, X, torch.tensor(c[s:e]).unsqueeze(-1)).backward()
+    g = alpha.grad.clone().numpy()
+    WORLD.Allreduce(MPI.IN_PLACE, g)  # the replicated parameter's gradient: the ranks' sum
+
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    M = torch.from_numpy(Lap.toarray()) + a * torch.diag(torch.from_numpy(V))
+    w, Q = torch.linalg.eigh(M)
+    loss_of(a, w[:k], Q[:, :k], torch.tensor(c).unsqueeze(-1)).backward()
+    assert abs(float(g) - float(a.grad)) <= 1e-9 * abs(float(a.grad))
