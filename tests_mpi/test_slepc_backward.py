@@ -43,7 +43,8 @@ def test_values_gradient_matches_dense_eigh(largest):
     # the loss: f(L) (replicated: every rank computes it; it counts once) + the local rows' part of g(X)
     ((wts * L).sum() + (torch.tensor(c[s:e]).unsqueeze(-1) * X**4).sum()).backward()
     sel = slice(n - k, n) if largest else slice(0, k)
-    ref = dense_values_loss(A, lambda Ld, Q: (wts * Ld[sel]).sum() + (torch.tensor(c).unsqueeze(-1) * Q[:, sel] ** 4).sum())
+    ct = torch.tensor(c).unsqueeze(-1)
+    ref = dense_values_loss(A, lambda Ld, Q: (wts * Ld[sel]).sum() + (ct * Q[:, sel] ** 4).sum())
     ref = ref[local_slice(A, (s, e))]
     scale = global_max(ref.abs().max())
     err = (v.grad - ref).abs()
@@ -137,7 +138,8 @@ def test_generalized_gradients_to_A_and_B_match_dense_reference():
     DB, vB, _ = distribute(B)
     L, X = eigrad.eigsh(DA, k, B=DB, **TIGHT)
     ((wts * L).sum() + (torch.tensor(c[s:e]).unsqueeze(-1) * X**4).sum()).backward()
-    gA, gB = dense_values_loss(A, lambda Ld, Q: (wts * Ld[:k]).sum() + (torch.tensor(c).unsqueeze(-1) * Q[:, :k] ** 4).sum(), B)
+    ct = torch.tensor(c).unsqueeze(-1)
+    gA, gB = dense_values_loss(A, lambda Ld, Q: (wts * Ld[:k]).sum() + (ct * Q[:, :k] ** 4).sum(), B)
     for got, ref, M in ((vA.grad, gA, A), (vB.grad, gB, B)):
         ref = ref[local_slice(M, (s, e))]
         assert global_max((got - ref).abs().max()) / global_max(ref.abs().max()) < 1e-9
@@ -193,7 +195,8 @@ def test_generalized_n512_B_orthonormal_and_gradients(tight):
     BX = torch.from_numpy((B @ gather_rows(X).numpy()))
     assert float((gather_rows(X).T @ BX - torch.eye(k, dtype=torch.float64)).abs().max()) < 1e-13
     ((wts * L).sum() + (torch.tensor(c[s:e]).unsqueeze(-1) * X**4).sum()).backward()
-    gA, gB = dense_values_loss(A, lambda Ld, Q: (wts * Ld[:k]).sum() + (torch.tensor(c).unsqueeze(-1) * Q[:, :k] ** 4).sum(), B)
+    ct = torch.tensor(c).unsqueeze(-1)
+    gA, gB = dense_values_loss(A, lambda Ld, Q: (wts * Ld[:k]).sum() + (ct * Q[:, :k] ** 4).sum(), B)
     for got, ref, M in ((vA.grad, gA, A), (vB.grad, gB, B)):
         ref = ref[local_slice(M, (s, e))]
         assert global_max((got - ref).abs().max()) / global_max(ref.abs().max()) < (1e-10 if tight else 1e-7)

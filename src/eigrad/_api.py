@@ -302,7 +302,8 @@ def eigsh(
     ``linsolve_rtol`` raises :class:`eigrad.ConvergenceError`. The gradient
     reaches the operators' tensors through one VJP of ``θ ↦ A(θ) X``.
     """
-    if (isinstance(solver, str) and solver == "slepc") or type(A).__module__.startswith("eigrad.petsc"):  # optional backend, lazily imported
+    # the optional PETSc/SLEPc backend (docs/scaleout.md), imported only when asked for
+    if (isinstance(solver, str) and solver == "slepc") or type(A).__module__.startswith("eigrad.petsc"):
         from .petsc._eigsh import eigsh_slepc
 
         return eigsh_slepc(A, k, B=B, largest=largest, solver=solver, X0=X0, preconditioner=preconditioner,
