@@ -354,7 +354,10 @@ def eigsh(
         LOBPCG elsewhere. An eigensolver instance configures the forward
         (tolerance, iteration cap, basis or block size, seed): e.g.
         ``eigrad.solvers.Arpack(rtol=1e-10)``, ``eigrad.solvers.LOBPCG(block_size=24)``
-        (the classes of :mod:`eigrad.solvers`, docs/guide.md).
+        (the classes of :mod:`eigrad.solvers`, docs/guide.md). ``"slepc"`` (or
+        an ``eigrad.petsc.Slepc`` instance) for an ``eigrad.petsc.DistributedCSR``
+        under MPI: eigenvalues replicated, eigenvectors as this rank's rows
+        (docs/scaleout.md).
     X0 : Tensor (n, m), optional
         Starting vectors for iterative solvers; ignored by the dense ones.
     preconditioner : callable, LinearOperator or Tensor, optional
@@ -397,6 +400,12 @@ def eigsh(
     ``linsolve_rtol`` raises :class:`eigrad.ConvergenceError`. The gradient
     reaches the operators' tensors through one VJP of ``θ ↦ A(θ) X``.
     """
+    # the optional PETSc/SLEPc backend (docs/scaleout.md), imported only when asked for
+    if (isinstance(solver, str) and solver == "slepc") or type(A).__module__.startswith("eigrad.petsc"):
+        from .petsc._eigsh import eigsh_slepc
+
+        return eigsh_slepc(A, k, B=B, largest=largest, solver=solver, X0=X0, preconditioner=preconditioner,
+                           progress=progress, backward=backward)
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
     _check_progress(progress)

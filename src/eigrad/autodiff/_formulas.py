@@ -18,11 +18,18 @@ from typing import Callable
 import torch
 
 Solve = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``inner(U, V) = Uᴴ V`` over all rows; a distributed caller (eigrad.petsc: local row blocks)
+#: passes one that sums the ranks' partial products, so that the formulas are the same code
+Inner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _mH(t):
     """The conjugate transpose of the last two dims (the transpose for real ``t``)."""
     return t.mH
+
+
+def _local_inner(U, V):
+    return _mH(U) @ V  # Uᴴ V (Uᵀ V for real U)
 
 
 def inverse_gaps(L, D, broadening=None):
@@ -36,7 +43,7 @@ def inverse_gaps(L, D, broadening=None):
     return torch.where(D, torch.zeros_like(diff), inv)
 
 
-def split_solve(R, L, X, BX, D, solve: Solve, broadening=None):
+def split_solve(R, L, X, BX, D, solve: Solve, broadening=None, inner: Inner = _local_inner):
     """``G_j r_j`` for every column (MATH.md's projected shifted solves), split in two.
 
     With ``r_j = B X c_j + r_j^⊥`` (``c_j = Xᴴ r_j``, ``Xᴴ r_j^⊥ = 0``), the
@@ -48,14 +55,14 @@ def split_solve(R, L, X, BX, D, solve: Solve, broadening=None):
     of two independent nearly singular solves whose rounding does not cancel,
     and the complement system is deflated of every computed pair.
     """
-    C = _mH(X) @ R  # (*b, K, c)
+    C = inner(X, R)  # (*b, K, c)
     Rperp = R - BX @ C
     Yperp = solve(Rperp, L)
-    Yperp = Yperp - X @ (_mH(BX) @ Yperp)  # B-orthogonal to all computed columns
+    Yperp = Yperp - X @ inner(BX, Yperp)  # B-orthogonal to all computed columns
     return X @ (inverse_gaps(L, D, broadening) * C) + Yperp
 
 
-def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=None):
+def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=None, inner: Inner = _local_inner):
     """Reverse mode (MATH.md, "Reverse mode (VJP)"). Returns ``(L_A, L_B)``, each (*b, n, K).
 
     ``L_B`` is ``None`` when ``need_B`` is false. Then ``Ā = sym(L_A Xᴴ)`` and
@@ -68,17 +75,17 @@ def vjp_terms(L, X, BX, D, Lbar, Xbar, solve: Solve, need_B: bool, broadening=No
     if need_B:
         LB = torch.zeros_like(X) if Lbar is None else -X * (L * Lbar).unsqueeze(-2)  # -X Λ Λ̄
     if Xbar is not None:
-        DXtXbar = Dm * (_mH(X) @ Xbar)  # D ∘ (Xᴴ X̄)  (D ∘ M, MATH-complex)
+        DXtXbar = Dm * inner(X, Xbar)  # D ∘ (Xᴴ X̄)  (D ∘ M, MATH-complex)
         Rbar = Xbar - BX @ DXtXbar  # R̄ = X̄ - B X [D ∘ (Xᵀ X̄)]
-        Ybar = split_solve(Rbar, L, X, BX, D, solve, broadening)  # ȳ_j = G_j r̄_j
-        Vbar = Ybar - X @ (Dm * (_mH(BX) @ Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
+        Ybar = split_solve(Rbar, L, X, BX, D, solve, broadening, inner)  # ȳ_j = G_j r̄_j
+        Vbar = Ybar - X @ (Dm * inner(BX, Ybar))  # V̄ = Ȳ - X [D ∘ (Xᵀ B Ȳ)]
         LA = LA - Vbar  # L_A = X Λ̄ - V̄
         if need_B:
             LB = LB - 0.5 * (X @ DXtXbar) + Vbar * L.unsqueeze(-2)  # L_B = ... - ½ X [D∘(XᵀX̄)] + V̄ Λ
     return LA, LB
 
 
-def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None):
+def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None, inner: Inner = _local_inner):
     """Forward mode (MATH.md, "Forward mode (JVP)"). Returns ``(Λ', X')``.
 
     ``AdX = A' X`` (*b, n, K) and ``BdX = B' X`` or ``None``. Complex:
@@ -86,18 +93,18 @@ def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None):
     """
     Dm = D.to(X.dtype)
     Vd = AdX if BdX is None else AdX - BdX * L.unsqueeze(-2)  # V' = A' X - B' X Λ
-    XtVd = _mH(X) @ Vd
+    XtVd = inner(X, Vd)
     # Λ' = Re diag(Xᴴ V') (the eigen-Functions replace it inside degenerate clusters by the
     # eigenvalues of the cluster's block, _degenerate.cluster_frames)
     Ld = torch.diagonal(XtVd, dim1=-2, dim2=-1)
     if Ld.is_complex():
         Ld = Ld.real
     Rd = Vd - BX @ (Dm * XtVd)  # R' = V' - B X [D ∘ (Xᵀ V')]
-    Yd = split_solve(Rd, L, X, BX, D, solve, broadening)  # y'_j = G_j r'_j
-    Yd = Yd - X @ (Dm * (_mH(BX) @ Yd))  # B-projected against each cluster
+    Yd = split_solve(Rd, L, X, BX, D, solve, broadening, inner)  # y'_j = G_j r'_j
+    Yd = Yd - X @ (Dm * inner(BX, Yd))  # B-projected against each cluster
     Xd = -Yd  # X' = -½ X [D ∘ (Xᵀ B' X)] - Y'
     if BdX is not None:
-        Xd = Xd - 0.5 * (X @ (Dm * (_mH(X) @ BdX)))
+        Xd = Xd - 0.5 * (X @ (Dm * inner(X, BdX)))
     return Ld, Xd
 
 
