@@ -49,3 +49,20 @@ def test_operator_backward_at_small_and_large_scales(solver, scale):
 
     ref = grad_at(1.0)
     torch.testing.assert_close(grad_at(scale), ref, rtol=1e-6, atol=1e-7 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("solver", ["arpack", "lobpcg"])
+@pytest.mark.parametrize("b_scale", [1e-200, 1e-20, 1e20, 1e200])
+def test_iterative_forward_with_B_at_any_scale(solver, b_scale):
+    """B scaled alone: λ/b_scale, B-orthonormal X/√b_scale, and residual norms that match the pairs."""
+    from eigrad.eigensolvers import Arpack, LOBPCG
+
+    p = planted(VALS, B="random", seed=4, cond=5.0)
+    Bs = p.B * b_scale
+    s = (Arpack if solver == "arpack" else LOBPCG)()
+    sol = s(_op(p.A), K, B=_op(Bs), n_guard=1)
+    torch.testing.assert_close(sol.eigenvalues * b_scale, p.eigenvalues[:K], rtol=1e-9, atol=0)
+    X = sol.eigenvectors
+    torch.testing.assert_close(X.T @ Bs @ X, torch.eye(K, dtype=torch.float64), rtol=0, atol=1e-9)
+    r = torch.linalg.vector_norm(p.A @ X - Bs @ X * sol.eigenvalues, dim=0)
+    torch.testing.assert_close(sol.residual_norms, r, rtol=1e-2, atol=1e-9 * float(r.max()))

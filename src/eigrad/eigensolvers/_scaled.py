@@ -76,7 +76,7 @@ def _unscaled(sol, a, b):
         sol,
         eigenvalues=scale(sol.eigenvalues, vals, 1),
         eigenvectors=scale(sol.eigenvectors, half, 2),
-        residual_norms=scale(sol.residual_norms, vals + half, 1),
+        residual_norms=scale(sol.residual_norms, a + half, 1),  # r = 2^(a-b/2) (A_s x_s - μ B_s x_s)
         guard_eigenvalues=scale(sol.guard_eigenvalues, vals, 1),
         guard_eigenvectors=scale(sol.guard_eigenvectors, half, 2),
         n_matvec=sol.n_matvec + 1 + (b.numel() > 0),
