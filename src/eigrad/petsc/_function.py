@@ -111,22 +111,22 @@ class SlepcEig(torch.autograd.Function):
                 cfg.solver, op, Bop, cfg.k, cfg.pattern.n, cfg.largest, cfg.opts, X0=cfg.X0)
         finally:
             _destroy(op, Bop)
-        return sol.eigenvalues.clone(), sol.eigenvectors.clone(), LE, XE, labels, cut
+        return sol.eigenvalues.clone(), sol.eigenvectors.clone(), LE, XE, labels, cut, torch.as_tensor(atol)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         cfg, values, values_B = inputs
-        LE, XE, labels, cut = output[2:]
-        ctx.mark_non_differentiable(LE, XE, labels, cut)
-        ctx.save_for_backward(values, values_B, LE, XE, labels, cut)
-        ctx.save_for_forward(values, values_B, LE, XE, labels, cut)
+        LE, XE, labels, cut, atol = output[2:]
+        ctx.mark_non_differentiable(LE, XE, labels, cut, atol)
+        ctx.save_for_backward(values, values_B, LE, XE, labels, cut, atol)
+        ctx.save_for_forward(values, values_B, LE, XE, labels, cut, atol)
         ctx.k, ctx.largest, ctx.opts, ctx.solver = cfg.k, cfg.largest, cfg.opts, cfg.solver
         ctx.pattern, ctx.pattern_B = cfg.pattern, cfg.pattern_B
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gL, gX, *_):
-        values, values_B, LE, XE, labels, cut = ctx.saved_tensors
+        values, values_B, LE, XE, labels, cut, atol = ctx.saved_tensors
         pattern, k, opts = ctx.pattern, ctx.k, ctx.opts
         need_A = ctx.needs_input_grad[1]
         need_B = values_B is not None and ctx.needs_input_grad[2]
@@ -141,7 +141,7 @@ class SlepcEig(torch.autograd.Function):
             FX, FXbar = _gram_factor(XE, Xbar, mpi)
             check_existence(  # MATH.md, "When the derivative exists", on the global Gram matrix
                 L=LE, X=FX, labels=labels, cut=cut, Lbar=Lbar, Xbar=FXbar, k=k, largest=ctx.largest,
-                gauge=opts.gauge, check_rtol=opts.resolved_check_rtol(LE.dtype))
+                opts=opts, atol=atol)
             has_X = bool(allsum(zero_X.abs().sum().reshape(1), mpi) > 0)
             rtol = opts.resolved_linsolve_rtol(LE.dtype, ctx.solver.resolved_rtol(LE.dtype))
             maxiter = opts.linsolve_maxiter or 10 * pattern.n
@@ -163,10 +163,10 @@ class SlepcEig(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, _cfg_tangent, dvalues, dvalues_B):
-        values, values_B, LE, XE, labels, cut = ctx.saved_tensors
+        values, values_B, LE, XE, labels, cut, _atol = ctx.saved_tensors
         k, opts = ctx.k, ctx.opts
         if dvalues is None and dvalues_B is None:
-            return (None,) * 6
+            return (None,) * 7
         op, Bop = _operators(ctx, values, values_B)
         mpi = op.mpi
         try:
@@ -197,4 +197,4 @@ class SlepcEig(torch.autograd.Function):
                 Ld, _ = cluster_frames(sym(ip(X_k, V)), found, k)
         finally:
             _destroy(op, Bop)
-        return Ld, Xd[:, :k], None, None, None, None
+        return Ld, Xd[:, :k], None, None, None, None, None
