@@ -6,6 +6,7 @@ Choice table (first matching row wins), from ``benchmarks/matrix_free.py``:
 operator                                               solver
 =====================================================  ======================
 batched (leading dimensions) or not on the CPU         ``LOBPCG``
+assembled sparse ``A`` and ``B``, no preconditioner    ``ShiftInvert``
 a ``preconditioner`` or a mass matrix ``B`` is given   ``Primme`` if installed, else ``LOBPCG``
 CPU, one standard problem, no preconditioner           ``Arpack``
 =====================================================  ======================
@@ -14,7 +15,11 @@ ARPACK was the fastest CPU solver without a preconditioner at every size
 measured (LOBPCG needs several times more dense work per operator
 application); ARPACK cannot use a preconditioner, and PRIMME uses it best.
 For ``A x = λ B x`` ARPACK needs a solve with ``B`` per Lanczos step (inner
-CG), which PRIMME and LOBPCG avoid. On
+CG), which PRIMME and LOBPCG avoid. For an
+assembled pencil (torch or scipy sparse ``A`` and ``B``: FEM stiffness and
+mass) one sparse factorization of ``A - σB`` serves the whole forward and the
+backward (:class:`ShiftInvert`), which was many times faster than LOBPCG
+without a preconditioner on FEM pencils (docs/benchmarks_matrix_free.md). On
 a GPU, or for a batch of problems, the torch-native LOBPCG keeps everything
 on the device in batched kernels. Tiny problems (``k + n_guard`` close to
 ``n``) are solved densely by every solver.
@@ -27,13 +32,20 @@ import importlib.util
 from ._arpack import Arpack
 from ._lobpcg import LOBPCG
 from ._primme import Primme
+from ._shift_invert import ShiftInvert
 
 #: solver names accepted by :func:`run_solver` (besides ``"auto"``)
-ITERATIVE_SOLVERS = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG}
+ITERATIVE_SOLVERS = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG, "shift-invert": ShiftInvert}
 
 
 def primme_available() -> bool:
     return importlib.util.find_spec("primme") is not None
+
+
+def is_assembled(op) -> bool:
+    """Whether ``op`` exposes its sparse matrix (``as_scipy_csr()``), as sparse direct solvers need."""
+    get = getattr(op, "as_scipy_csr", None)
+    return callable(get) and get() is not None
 
 
 def choose_solver(A, B=None, preconditioner=None):
@@ -41,6 +53,8 @@ def choose_solver(A, B=None, preconditioner=None):
     batched = len(A.shape) > 2 or (B is not None and len(B.shape) > 2)
     if batched or A.device.type != "cpu":
         return LOBPCG()
+    if preconditioner is None and B is not None and is_assembled(A) and is_assembled(B):
+        return ShiftInvert()
     if preconditioner is not None or B is not None:
         return Primme() if primme_available() else LOBPCG()
     return Arpack()
