@@ -16,6 +16,7 @@ projector: invariant under any basis of each eigenspace).
 Methods, each in its own subprocess (peak RSS is its own):
 
 * ``eigrad-si``: ``eigrad.eigsh(..., solver="shift-invert")`` forward and backward;
+* ``eigrad-si-lu``: the same with ``ShiftInvert(backward="lu")`` (one LU of ``A - λB`` per distinct eigenvalue);
 * ``eigrad-auto``: ``solver="auto"`` forward and backward;
 * ``eigrad-arpack``: ``solver="arpack"`` forward and backward;
 * ``scipy-si``: ``scipy.sparse.linalg.eigsh(A, k, M, sigma=0)`` forward alone (SuperLU, scipy's defaults);
@@ -38,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-METHODS = ("scipy-si", "scipy-arpack", "eigrad-si", "eigrad-auto", "eigrad-arpack")
+METHODS = ("scipy-si", "scipy-arpack", "eigrad-si", "eigrad-si-lu", "eigrad-auto", "eigrad-arpack")
 
 
 def build(problem: str):
@@ -99,7 +100,8 @@ def run(problem: str, method: str, k: int):
     else:
         import eigrad
 
-        solver = {"eigrad-si": "shift-invert", "eigrad-auto": "auto", "eigrad-arpack": "arpack"}[method]
+        solver = {"eigrad-si": "shift-invert", "eigrad-si-lu": eigrad.solvers.ShiftInvert(backward="lu"),
+                  "eigrad-auto": "auto", "eigrad-arpack": "arpack"}[method]
         At, vals_leaf = _torch_sparse(A, True)
         Bt = None if B is None else _torch_sparse(B, False)[0]
         w = torch.from_numpy(np.random.default_rng(0).uniform(0.5, 1.5, n))
