@@ -214,3 +214,21 @@ def test_auto_picks_shift_invert_for_assembled_pencils():
     assert isinstance(choose_solver(as_operator(torch_coo(K)[0]), as_operator(torch_coo(M)[0])), ShiftInvert)
     op = eigrad.FunctionOperator(lambda X: X, (), (49, 49))
     assert not isinstance(choose_solver(op, as_operator(torch_coo(M)[0])), ShiftInvert)
+
+
+def test_second_order_and_torch_func_match_arpack():
+    S = (lap2d(16) + sp.diags(np.linspace(0.0, 1.0, 256))).tocoo()
+    idx = torch.from_numpy(np.vstack([S.row, S.col]).astype(np.int64))
+    vals = torch.from_numpy(S.data.copy()).requires_grad_()
+
+    def f(v, solver):
+        L, X = eigrad.eigsh(torch.sparse_coo_tensor(idx, v, S.shape, check_invariants=False), 3, solver=solver)
+        return (X[:, 0] ** 4).sum() + L.sum()
+
+    out = {}
+    for solver in ("arpack", "shift-invert"):
+        (g,) = torch.autograd.grad(f(vals, solver), [vals], create_graph=True)
+        (h,) = torch.autograd.grad((g**2).sum(), [vals])
+        out[solver] = (g.detach(), h, torch.func.grad(lambda v: f(v, solver))(vals.detach()))
+    for a, b in zip(out["arpack"], out["shift-invert"]):
+        torch.testing.assert_close(a, b, atol=1e-7 * float(a.abs().max()), rtol=0)

@@ -175,8 +175,9 @@ class ShiftInvert(IterativeOptions):
 
     def backward_factory(self, opts, dtype):
         """The shifted-solver factory for the solve just made (called right after it, by the autograd Function)."""
+        # not cleared here: torch.func transforms may set up the autograd context more than once per
+        # solve; the entry is replaced by the next solve (and freed with a temporary solver instance)
         entry = getattr(self._pending, "entry", None)
-        self._pending.entry = None
         return _BoundFactory(entry, self.backward, opts.resolved_linsolve_rtol(dtype), opts.linsolve_maxiter,
                              opts.linsolve_preconditioner)
 
