@@ -232,3 +232,15 @@ def test_second_order_and_torch_func_match_arpack():
         out[solver] = (g.detach(), h, torch.func.grad(lambda v: f(v, solver))(vals.detach()))
     for a, b in zip(out["arpack"], out["shift-invert"]):
         torch.testing.assert_close(a, b, atol=1e-7 * float(a.abs().max()), rtol=0)
+
+
+def test_float32():
+    S = lap2d(20) + sp.diags(np.linspace(0.0, 1.0, 400))
+    C = S.tocoo()
+    idx = torch.from_numpy(np.vstack([C.row, C.col]).astype(np.int64))
+    vals = torch.from_numpy(C.data.astype(np.float32)).requires_grad_()
+    L, X = eigrad.eigsh(torch.sparse_coo_tensor(idx, vals, C.shape, check_invariants=False), 4, solver="shift-invert")
+    assert L.dtype == torch.float32
+    np.testing.assert_allclose(L.detach().numpy(), dense_spectrum(S)[:4], rtol=1e-5)
+    L.sum().backward()
+    assert bool(torch.isfinite(vals.grad).all())
