@@ -15,8 +15,9 @@ import scipy.sparse as sp
 import torch
 
 import eigrad
-from eigrad.eigensolvers import ShiftInvert
+from eigrad.eigensolvers import Arpack, ShiftInvert
 from eigrad.eigensolvers._auto import choose_solver
+from eigrad.eigensolvers._shift_invert import effective_dimension
 from eigrad.operators import as_operator
 
 
@@ -214,6 +215,14 @@ def test_auto_picks_shift_invert_for_assembled_pencils():
     assert isinstance(choose_solver(as_operator(torch_coo(K)[0]), as_operator(torch_coo(M)[0])), ShiftInvert)
     op = eigrad.FunctionOperator(lambda X: X, (), (49, 49))
     assert not isinstance(choose_solver(op, as_operator(torch_coo(M)[0])), ShiftInvert)
+
+
+def test_auto_for_standard_problems_follows_the_graph_dimension():
+    """B = I: shift-invert for 1-D/2-D graphs (small fill), ARPACK for 3-D grids (the measured crossover)."""
+    assert effective_dimension(lap2d(40)) < 2 and effective_dimension(lap1d(500)) < 2
+    assert effective_dimension(lap3d(12)) > 2
+    assert isinstance(choose_solver(as_operator(torch_coo(lap2d(40))[0])), ShiftInvert)
+    assert isinstance(choose_solver(as_operator(torch_coo(lap3d(12))[0])), Arpack)
 
 
 def test_second_order_and_torch_func_match_arpack():

@@ -259,8 +259,9 @@ def eigsh(
         ``"shift-invert"`` (assembled sparse ``A`` and ``B``: one sparse LU of
         ``A - σB``), or ``"dense"``/``"lapack"`` on the materialized matrix;
         ``"auto"`` materializes for ``n <= 200`` and otherwise takes
-        shift-invert for an assembled sparse pencil (``B`` given), ARPACK
-        for other CPU problems, LOBPCG elsewhere (docs/guide.md). An eigensolver instance configures the forward
+        shift-invert for an assembled sparse pencil (``B`` given) or an
+        assembled standard problem on a 1-D/2-D-like graph, ARPACK for other
+        CPU problems, LOBPCG elsewhere (docs/guide.md). An eigensolver instance configures the forward
         (tolerance, iteration cap, basis or block size, seed): e.g.
         ``eigrad.solvers.Arpack(rtol=1e-10)``, ``eigrad.solvers.LOBPCG(block_size=24)``
         (the classes of :mod:`eigrad.solvers`, docs/guide.md).

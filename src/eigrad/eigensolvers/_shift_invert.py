@@ -81,6 +81,29 @@ def assembled(op, name: str):
     return M
 
 
+def effective_dimension(M) -> float:
+    """``log(n_c) / log(e)`` for the graph of ``M``: ``e`` the eccentricity of a pseudo-peripheral node
+    (two breadth-first searches), ``n_c`` the size of its connected component.
+
+    A ``d``-dimensional grid with ``m`` points per side has ``e ≈ d·m`` and
+    ``n = m^d``: below 2 for every 2-D mesh, above 2 for 3-D grids from about
+    ``9³`` up. The fill of a sparse factorization follows the same split
+    (``O(n log n)`` in 2-D, ``O(n^{4/3})`` in 3-D), so ``solver="auto"`` uses it
+    to choose shift-invert for standard problems (docs/benchmarks_matrix_free.md).
+    Cost: two O(nnz) searches.
+    """
+    from scipy.sparse.csgraph import shortest_path
+
+    P = scipy.sparse.csr_matrix((np.ones(M.nnz), M.indices, M.indptr), shape=M.shape)
+    node, dist, reached = 0, None, None
+    for _ in range(2):
+        dist = shortest_path(P, method="D", directed=False, unweighted=True, indices=node)
+        reached = np.isfinite(dist)
+        node = int(np.argmax(np.where(reached, dist, -1.0)))
+    ecc = float(dist[reached].max())
+    return float(np.log(max(int(reached.sum()), 2)) / np.log(max(ecc, 2.0)))
+
+
 def _gershgorin(M, d_inv_sqrt):
     """Gershgorin interval ``[lo, hi]`` of ``D^{-1/2} M D^{-1/2}``."""
     S = scipy.sparse.diags(d_inv_sqrt) @ M @ scipy.sparse.diags(d_inv_sqrt)
