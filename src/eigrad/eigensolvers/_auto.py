@@ -1,6 +1,7 @@
 """``solver="auto"`` for operators, and :func:`run_solver`, the entry point the API calls.
 
-Choice table (first matching row wins), from ``benchmarks/matrix_free.py``:
+Choice table (first matching row wins), from ``benchmarks/matrix_free.py`` and
+``benchmarks/shift_invert.py``:
 
 =====================================================  ======================
 operator                                               solver
@@ -23,8 +24,8 @@ backward (:class:`ShiftInvert`), which was many times faster than LOBPCG
 without a preconditioner on FEM pencils (docs/benchmarks_matrix_free.md). For
 ``B = I`` it pays only where the factorization's fill is small: the matrix
 graph's effective dimension ``log n / log(eccentricity)`` below 2 (2-D meshes:
-14x faster than ARPACK fwd+bwd on a 160² Laplacian; 3-D grids from 20³ to 40³:
-ARPACK 1.6-1.9x faster). On
+8-14x faster than ARPACK fwd+bwd on a 160² Laplacian; 3-D grids from 20³ to 40³:
+ARPACK 1.7-2.5x faster). On
 a GPU, or for a batch of problems, the torch-native LOBPCG keeps everything
 on the device in batched kernels. Tiny problems (``k + n_guard`` close to
 ``n``) are solved densely by every solver.
@@ -41,7 +42,7 @@ from ._shift_invert import ShiftInvert, effective_dimension
 
 #: standard problems (``B = I``) go to shift-invert when the matrix graph's effective dimension
 #: (:func:`effective_dimension`) is below this: 2-D meshes (1.7-1.8 measured) but not 3-D grids
-#: (2.1-2.3 at 10³-40³), where ARPACK on the operator was 1.6-1.9x faster fwd+bwd
+#: (2.1-2.3 at 10³-40³), where ARPACK on the operator was 1.7-2.5x faster fwd+bwd
 _SHIFT_INVERT_MAX_DIMENSION = 2.0
 
 #: solver names accepted by :func:`run_solver` (besides ``"auto"``)
