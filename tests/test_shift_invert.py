@@ -223,6 +223,15 @@ def test_auto_for_standard_problems_follows_the_graph_dimension():
     assert effective_dimension(lap3d(12)) > 2
     assert isinstance(choose_solver(as_operator(torch_coo(lap2d(40))[0])), ShiftInvert)
     assert isinstance(choose_solver(as_operator(torch_coo(lap3d(12))[0])), Arpack)
+    split = sp.block_diag([lap2d(3), lap3d(12)]).tocsr()  # node 0's component is tiny: no estimate
+    assert effective_dimension(split) == float("inf")
+
+
+def test_backward_non_convergence_is_reported():
+    At, vals, _ = torch_coo(lap2d(20), requires_grad=True)
+    L, X = eigrad.eigsh(At, 4, solver="shift-invert", backward=eigrad.BackwardOptions(linsolve_maxiter=1))
+    with pytest.raises(eigrad.ConvergenceError, match="gradient was not computed"):
+        _loss(L, X, torch.ones(400, dtype=torch.float64)).backward()
 
 
 def test_second_order_and_torch_func_match_arpack():

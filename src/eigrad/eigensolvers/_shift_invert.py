@@ -90,7 +90,8 @@ def effective_dimension(M) -> float:
     ``9³`` up. The fill of a sparse factorization follows the same split
     (``O(n log n)`` in 2-D, ``O(n^{4/3})`` in 3-D), so ``solver="auto"`` uses it
     to choose shift-invert for standard problems (docs/benchmarks_matrix_free.md).
-    Cost: two O(nnz) searches.
+    ``inf`` when the component holds less than half of the nodes. Cost: two
+    O(nnz) searches.
     """
     from scipy.sparse.csgraph import shortest_path
 
@@ -100,6 +101,8 @@ def effective_dimension(M) -> float:
         dist = shortest_path(P, method="D", directed=False, unweighted=True, indices=node)
         reached = np.isfinite(dist)
         node = int(np.argmax(np.where(reached, dist, -1.0)))
+    if int(reached.sum()) < 0.5 * M.shape[0]:  # most of the graph is elsewhere: no estimate
+        return float("inf")
     ecc = float(dist[reached].max())
     return float(np.log(max(int(reached.sum()), 2)) / np.log(max(ecc, 2.0)))
 
