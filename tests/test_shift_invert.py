@@ -17,7 +17,7 @@ import torch
 import eigrad
 from eigrad.eigensolvers import Arpack, ShiftInvert
 from eigrad.eigensolvers._auto import choose_solver
-from eigrad.eigensolvers._shift_invert import effective_dimension
+from eigrad.eigensolvers._sparse_factor import effective_dimension
 from eigrad.operators import as_operator
 
 

@@ -38,7 +38,8 @@ import importlib.util
 from ._arpack import Arpack
 from ._lobpcg import LOBPCG
 from ._primme import Primme
-from ._shift_invert import ShiftInvert, effective_dimension
+from ._shift_invert import ShiftInvert
+from ._sparse_factor import effective_dimension
 
 #: standard problems (``B = I``) go to shift-invert when the matrix graph's effective dimension
 #: (:func:`effective_dimension`) is below this: 2-D meshes (1.7-1.8 measured) but not 3-D grids

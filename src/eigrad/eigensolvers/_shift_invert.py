@@ -57,12 +57,12 @@ import scipy.sparse
 import torch
 
 from .. import _monitor
-from .._errors import ConvergenceError
 from ..linsolve._factored import FactorPreconditionedMinres, Factorization, ShiftedLU
 from ._arpack import Arpack, verify_no_missed
 from ._base import SolveHandle
 from ._iterative import dense_fallback, finish, make_solution, rayleigh_ritz, relative_residuals, true_residuals
 from ._options import IterativeOptions, check_positive_int
+from ._sparse_factor import below_count, definite, factor, gershgorin
 
 _BACKWARDS = ("minres", "lu")
 _TOKENS = itertools.count(1)
@@ -79,60 +79,6 @@ def assembled(op, name: str):
             "'lobpcg' or 'primme' for matrix-free operators."
         )
     return M
-
-
-def effective_dimension(M) -> float:
-    """``log(n_c) / log(e)`` for the graph of ``M``: ``e`` the eccentricity of a pseudo-peripheral node
-    (two breadth-first searches), ``n_c`` the size of its connected component.
-
-    A ``d``-dimensional grid with ``m`` points per side has ``e ≈ d·m`` and
-    ``n = m^d``: below 2 for every 2-D mesh, above 2 for 3-D grids from about
-    ``9³`` up. The fill of a sparse factorization follows the same split
-    (``O(n log n)`` in 2-D, ``O(n^{4/3})`` in 3-D), so ``solver="auto"`` uses it
-    to choose shift-invert for standard problems (docs/benchmarks_matrix_free.md).
-    ``inf`` when the component holds less than half of the nodes. Cost: two
-    O(nnz) searches.
-    """
-    from scipy.sparse.csgraph import shortest_path
-
-    P = scipy.sparse.csr_matrix((np.ones(M.nnz), M.indices, M.indptr), shape=M.shape)
-    node, dist, reached = 0, None, None
-    for _ in range(2):
-        dist = shortest_path(P, method="D", directed=False, unweighted=True, indices=node)
-        reached = np.isfinite(dist)
-        node = int(np.argmax(np.where(reached, dist, -1.0)))
-    if int(reached.sum()) < 0.5 * M.shape[0]:  # most of the graph is elsewhere: no estimate
-        return float("inf")
-    ecc = float(dist[reached].max())
-    return float(np.log(max(int(reached.sum()), 2)) / np.log(max(ecc, 2.0)))
-
-
-def _gershgorin(M, d_inv_sqrt):
-    """Gershgorin interval ``[lo, hi]`` of ``D^{-1/2} M D^{-1/2}``."""
-    S = scipy.sparse.diags(d_inv_sqrt) @ M @ scipy.sparse.diags(d_inv_sqrt)
-    diag = S.diagonal()
-    radius = np.asarray(abs(S).sum(axis=1)).ravel() - np.abs(diag)
-    return float((diag - radius).min()), float((diag + radius).max())
-
-
-def _factor(K):
-    import scipy.sparse.linalg as spla
-
-    return spla.splu(K.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                     options={"SymmetricMode": True})
-
-
-def _definite(lu) -> bool:
-    """``K`` positive definite: no off-diagonal pivot, every pivot of ``L D Lᵀ`` positive (module docstring)."""
-    if not np.array_equal(lu.perm_r, lu.perm_c):
-        return False
-    return bool((lu.U.diagonal() > 0).all())
-
-
-def _below_count(lu) -> int | None:
-    if not np.array_equal(lu.perm_r, lu.perm_c):
-        return None
-    return int((lu.U.diagonal() <= 0).sum())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,14 +250,14 @@ class ShiftInvert(IterativeOptions):
                 "needs an SPD mass matrix B."
             )
         s = 1.0 / np.sqrt(d)
-        a_lo, _ = _gershgorin(Acsr, s)
-        b_lo, b_hi = _gershgorin(Bm, s) if Bcsr is not None else (1.0, 1.0)
+        a_lo, _ = gershgorin(Acsr, s)
+        b_lo, b_hi = gershgorin(Bm, s) if Bcsr is not None else (1.0, 1.0)
         nu = float(np.abs(Acsr.diagonal() / d).max()) or 1.0
         tau = float(torch.finfo(dtype).eps) ** 0.5 * nu
 
         def attempt(sigma):
             try:
-                return _factor(Acsr - sigma * Bm)
+                return factor(Acsr - sigma * Bm)
             except RuntimeError as err:  # "Factor is exactly singular"
                 if "singular" not in str(err):
                     raise
@@ -328,8 +274,8 @@ class ShiftInvert(IterativeOptions):
                     f"ShiftInvert(shift={self.shift!r}): A - σB is singular at σ and at σ moved down by up to "
                     f"{100 * tau:.1e}; pass another shift or shift=None."
                 )
-            if not _definite(lu):
-                c = _below_count(lu)
+            if not definite(lu):
+                c = below_count(lu)
                 what = f"{c} eigenvalue(s) lie below it" if c else "A - σB is not positive definite"
                 raise ValueError(
                     f"ShiftInvert(shift={self.shift!r}): {what}, so the eigenvalues nearest the shift are not "
@@ -348,7 +294,7 @@ class ShiftInvert(IterativeOptions):
                 lu = attempt(sigma - nudge)
                 if lu is not None:
                     break
-            if lu is not None and _definite(lu):
+            if lu is not None and definite(lu):
                 return Factorization(lu, sigma - nudge, Acsr, Bcsr)
         raise ValueError(
             f"solver='shift-invert' found no shift below the spectrum (tried σ = "

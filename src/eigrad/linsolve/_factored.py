@@ -31,7 +31,6 @@ import torch
 
 from .._errors import ConvergenceError
 from ..operators._scipy import ScipyLinearOperator
-from ._base import project_out
 from ._minres import MinresInfo, ProjectedMinres
 
 
