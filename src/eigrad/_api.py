@@ -348,10 +348,13 @@ def eigsh(
         (``torch.linalg.eigh``, any device, batched); ``"auto"`` takes
         ``"lapack"`` on the CPU for ``n >= 192`` and ``k <= 0.1 n``, else
         ``"dense"``. Operators (sparse, matrix-free): the iterative solvers
-        ``"arpack"``, ``"primme"``, ``"lobpcg"`` where available, or
-        ``"dense"``/``"lapack"`` on the materialized matrix; ``"auto"``
-        materializes for ``n <= 200`` and otherwise takes ARPACK on the CPU,
-        LOBPCG elsewhere. An eigensolver instance configures the forward
+        ``"arpack"``, ``"primme"``, ``"lobpcg"`` where available,
+        ``"shift-invert"`` (assembled sparse ``A`` and ``B``: one sparse LU of
+        ``A - σB``), or ``"dense"``/``"lapack"`` on the materialized matrix;
+        ``"auto"`` materializes for ``n <= 200`` and otherwise takes
+        shift-invert for an assembled sparse pencil (``B`` given) or an
+        assembled standard problem on a 1-D/2-D-like graph, ARPACK for other
+        CPU problems, LOBPCG elsewhere (docs/guide.md). An eigensolver instance configures the forward
         (tolerance, iteration cap, basis or block size, seed): e.g.
         ``eigrad.solvers.Arpack(rtol=1e-10)``, ``eigrad.solvers.LOBPCG(block_size=24)``
         (the classes of :mod:`eigrad.solvers`, docs/guide.md). ``"slepc"`` (or

@@ -13,6 +13,7 @@ class                       options (besides ``rtol``, ``maxiter``, ``on_failure
 :class:`Arpack`             ``ncv`` (Lanczos basis), ``n_verify``, ``cg_rtol``, ``cg_maxiter``
 :class:`LOBPCG`             ``block_size``
 :class:`Primme`             ``method``, ``ncv``, ``block_size``, ``max_matvecs``, ``n_verify``
+:class:`ShiftInvert`        ``shift``, ``ncv``, ``n_verify``, ``backward`` (assembled sparse ``A``, ``B``)
 :class:`DenseEigh`          none (``torch.linalg.eigh``; operators are materialized)
 :class:`LapackSubset`       none (LAPACK's subset route on the CPU)
 ==========================  ============================================================
@@ -30,5 +31,6 @@ from .eigensolvers import DenseEigh as DenseEigh
 from .eigensolvers import IterativeOptions as IterativeOptions
 from .eigensolvers import LapackSubset as LapackSubset
 from .eigensolvers import Primme as Primme
+from .eigensolvers import ShiftInvert as ShiftInvert
 
-__all__ = ["Arpack", "LOBPCG", "Primme", "DenseEigh", "LapackSubset", "IterativeOptions"]
+__all__ = ["Arpack", "LOBPCG", "Primme", "ShiftInvert", "DenseEigh", "LapackSubset", "IterativeOptions"]

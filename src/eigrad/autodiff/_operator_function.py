@@ -179,9 +179,16 @@ def operator_solve(cfg: OperatorConfig, tensors):
 def backward_factory(cfg: OperatorConfig, has_handle: bool, dtype):
     """The shifted-solver factory of the backward: the forward's handle (an eigenbasis, a
     reduction) when it left one, else projected block MINRES over the rebuilt operators."""
+    opts = cfg.opts
+    inner = cfg.solver.solver if isinstance(cfg.solver, Recorded) else cfg.solver
+    make = getattr(inner, "backward_factory", None) if has_handle else None
+    if make is not None:  # a solver whose handle needs the backward options (ShiftInvert's factorization)
+        factory = make(opts, dtype)
+        if isinstance(cfg.solver, Recorded):
+            factory = RecordedFactory(factory, cfg.solver.info, cfg.solver.progress)
+        return factory
     if has_handle:
         return cfg.solver.handle_factory
-    opts = cfg.opts
     factory = MinresFactory(
         cfg.spec_A, cfg.n_A, cfg.spec_B, rtol=opts.resolved_linsolve_rtol(dtype),
         maxiter=opts.linsolve_maxiter, preconditioner=opts.linsolve_preconditioner,

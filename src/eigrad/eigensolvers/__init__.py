@@ -12,3 +12,4 @@ from ._lobpcg import LOBPCG as LOBPCG
 from ._options import IterativeOptions as IterativeOptions
 from ._options import default_rtol as default_rtol
 from ._primme import Primme as Primme
+from ._shift_invert import ShiftInvert as ShiftInvert

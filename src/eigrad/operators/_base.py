@@ -58,6 +58,11 @@ class LinearOperator:
     def flatten(self) -> tuple[tuple[torch.Tensor, ...], OperatorSpec]:
         raise NotImplementedError
 
+    def as_scipy_csr(self):
+        """The assembled matrix as a ``scipy.sparse.csr_matrix`` (constant, no gradient), or ``None``
+        for operators known only through ``matmat`` (what sparse direct solvers need)."""
+        return None
+
     # Derivative hooks ----------------------------------------------------
     def bilinear_vjp(self, L: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """Gradient of ``<L, A R>`` with respect to the tensors of ``flatten()``.

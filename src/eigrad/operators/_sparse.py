@@ -280,6 +280,12 @@ class SparseOperator(LinearOperator):
             self._scipy_cache = cached = (version, S)
         return cached[1]
 
+    def as_scipy_csr(self):
+        """The stored matrix as a ``scipy.sparse.csr_matrix`` sharing the values' memory (CPU), else ``None``."""
+        if self.device.type != "cpu" or not _plain(self.values):
+            return None
+        return self._scipy_matrix()
+
     def to_dense(self):
         p = self.pattern
         out = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
