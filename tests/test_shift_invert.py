@@ -213,7 +213,7 @@ def test_largest_is_handed_to_arpack():
 def test_auto_picks_shift_invert_for_assembled_pencils():
     K, M = fem(8)
     assert isinstance(choose_solver(as_operator(torch_coo(K)[0]), as_operator(torch_coo(M)[0])), ShiftInvert)
-    op = eigrad.FunctionOperator(lambda X: X, (), (49, 49))
+    op = eigrad.FunctionOperator(lambda X: X, (), (49, 49), dtype=torch.float64)
     assert not isinstance(choose_solver(op, as_operator(torch_coo(M)[0])), ShiftInvert)
 
 

@@ -60,6 +60,7 @@ from .. import _monitor
 from ..linsolve._factored import FactorPreconditionedMinres, Factorization, ShiftedLU
 from ._arpack import Arpack, verify_no_missed
 from ._base import SolveHandle
+from ._definite import NOT_SPD, PASS_SPD, check_B_gram, check_B_positive
 from ._iterative import dense_fallback, finish, make_solution, rayleigh_ritz, relative_residuals, true_residuals
 from ._options import IterativeOptions, check_positive_int
 from ._sparse_factor import below_count, definite, factor, gershgorin
@@ -167,6 +168,8 @@ class ShiftInvert(IterativeOptions):
             )
         Acsr = assembled(A, "A")
         Bcsr = None if B is None else assembled(B, "B")
+        if B is not None:  # the same check as the other iterative solvers (_definite.py)
+            check_B_positive(B, self.seed)
         if largest:
             return Arpack(rtol=self.rtol, maxiter=self.maxiter, on_failure=self.on_failure, seed=self.seed)(
                 A, k, B=B, largest=True, X0=X0, n_guard=n_guard)
@@ -233,6 +236,7 @@ class ShiftInvert(IterativeOptions):
             vals_t, X, rnorm, k, g, False, n_iter=fact.n_solves, status="converged",
             n_matvec=fact.n_solves + extra + m + 1, scale=scale,
         )
+        check_B_gram(B, sol.eigenvectors)
         sol = finish(sol, rho, rtol, self.on_failure, name, reason or unverified, failed=bool(unverified))
         token = next(_TOKENS)
         LE = torch.cat([sol.eigenvalues, sol.guard_eigenvalues], dim=-1)
@@ -245,10 +249,7 @@ class ShiftInvert(IterativeOptions):
         Bm = Bcsr if Bcsr is not None else scipy.sparse.identity(n, dtype=Acsr.dtype, format="csr")
         d = Bm.diagonal().astype(np.float64)
         if not bool((d > 0).all()):
-            raise ValueError(
-                "B has a diagonal entry <= 0, so it is not symmetric positive definite; solver='shift-invert' "
-                "needs an SPD mass matrix B."
-            )
+            raise ValueError(NOT_SPD + "it has a diagonal entry <= 0 (solver='shift-invert')." + PASS_SPD)
         s = 1.0 / np.sqrt(d)
         a_lo, _ = gershgorin(Acsr, s)
         b_lo, b_hi = gershgorin(Bm, s) if Bcsr is not None else (1.0, 1.0)
