@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import cmath
 import math
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -240,7 +241,7 @@ def plot(path, bfly, lam_phi, N, lat, rho, omega, c_kubo, c_fhs):
     fig, ax = plt.subplots(1, 3, figsize=(16, 5), layout="constrained")
     for phi, lam in bfly:
         for x in (phi, 1 - phi):
-            ax[0].plot(np.full(lam.shape, x), lam, ".", ms=1, color="k", alpha=0.5)
+            ax[0].plot(np.full(lam.shape, x), lam, ".", ms=0.5, color="k", alpha=0.4)
     lam_phi = lam_phi.numpy()
     clusters = cluster_positions(lam_phi / max(1.0, float(np.abs(lam_phi).max())), 1e-10)
     for c in clusters:
@@ -342,9 +343,9 @@ def main(argv=None):
     (n_valid, n_phase), msgs = gauge_demo(obs, v0, theta0)
     print(f"GaugeWarnings: valid loss Q {n_valid}; phase-dependent loss Re(e^0.3i ψ_0(0)) {n_phase}:")
     for msg in msgs[:1]:
-        first, second = msg.split(". ")[:2]
-        print(f"  {first}.")
-        print(f"  {second.split(': the loss')[0]}: the loss{second.split(': the loss')[1][:70]} ...")
+        end = msg.find("has no derivative.")
+        head = msg[: end + len("has no derivative.")] if end >= 0 else msg
+        print(textwrap.fill(head, width=110, initial_indent="  ", subsequent_indent="  ") + " ...")
 
     bfly = butterfly(Lb)
     args.out.mkdir(parents=True, exist_ok=True)
