@@ -30,8 +30,9 @@ and fill the lowest Hofstadter band, ``N = L²/q`` electrons, below a gap.
      Re tr(W P)`` of the occupied projector ``P = X Xᴴ``, wrt ``v`` and ``θ``;
    - the tangent ``∂P/∂θ_x`` itself (forward mode, ``torch.func.jvp``).
 
-   The same through ``torch.linalg.eigh``, whose backward divides by the
-   in-cluster gaps (rounding, or exactly zero).
+   The same with ``solver="lapack"`` (``hetrd``, MRRR), and through
+   ``torch.linalg.eigh``, whose backward divides by the in-cluster gaps
+   (rounding, or exactly zero).
 2. **The Chern number** of the filled band from the exact projector
    derivatives: the Berry curvature ``Ω(θ) = i tr(P [∂_θx P, ∂_θy P])``
    integrated over the torus of twists, ``C = (1/2π) ∫ Ω d²θ`` (the Hall
@@ -111,13 +112,13 @@ class Lattice:
 class Observables:
     """Band energy and projector quantities of the ``N`` lowest states, through eigrad or torch."""
 
-    def __init__(self, lat: Lattice, N: int, w):
-        self.lat, self.N, self.w = lat, N, w
+    def __init__(self, lat: Lattice, N: int, w, solver: str = "dense"):
+        self.lat, self.N, self.w, self.solver = lat, N, w, solver
 
     def states(self, v, theta, lib="eigrad"):
         H = self.lat.H(v, theta)
         if lib == "eigrad":
-            res = eigrad.eigsh(H, self.N, solver="dense")
+            res = eigrad.eigsh(H, self.N, solver=self.solver)
             return res.eigenvalues, res.eigenvectors
         lam, X = torch.linalg.eigh(H)
         return lam[: self.N], X[:, : self.N]
@@ -320,6 +321,18 @@ def main(argv=None):
         else:
             err = abs(tv - fd) / abs(fd)
             print(f"torch.linalg.eigh: {name} = {tv:.6e} (relative error {err if math.isfinite(err) else float('nan'):.1e})")
+
+    lapack = Observables(lat, N, w, solver="lapack")
+    diff = 0.0
+    for qname, f in (("E", lapack.energy), ("Q", lapack.weighted_density)):
+        v = v0.clone().requires_grad_(True)
+        th = theta0.clone().requires_grad_(True)
+        gv, gth = torch.autograd.grad(f(v, th), (v, th))
+        ref = {r[0]: r[1] for r in rows}
+        for name, val in ((f"d{qname}/dv · δv", float(gv @ dv)), (f"d{qname}/dθx", float(gth[0])),
+                          (f"d{qname}/dθy", float(gth[1]))):
+            diff = max(diff, abs(val - ref[name]) / abs(ref[name]))
+    print(f"solver='lapack' (hetrd, MRRR) vs solver='dense': max relative difference of the six derivatives {diff:.1e}")
 
     P, dPx, _ = projector_tangent(obs, v0, theta0)
     fd_P = central_difference(lambda s: obs.projector(v0, theta0 + s * torch.tensor([1.0, 0.0], dtype=DT)),
