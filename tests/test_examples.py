@@ -122,3 +122,29 @@ def test_newton_degenerate(tmp_path):
     # the torch.linalg.eigvalsh run is printed for comparison; its outcome depends on its LAPACK and CPU
     assert re.search(r"^Newton, torch\.linalg\.eigvalsh: ", out, re.MULTILINE), out
     assert number(r"^GaugeWarnings: (\d+)$", out) == 0
+
+
+@pytest.mark.slow
+def test_hofstadter(tmp_path):
+    out = run_example("hofstadter", tmp_path)
+    # complex Hermitian, and the magnetic translations make every level exactly 3-fold degenerate
+    assert number(r"max \|Im H\| = (\S+),", out) > 0.5
+    assert number(r"max in-cluster spread (\S+),", out) < 1e-9
+    assert number(r"min gap between clusters (\S+),", out) > 1e-3  # the clusters are distinct
+    assert number(r"gap above the band (\S+)$", out) > 0.5
+    assert number(r"max \|dE/dv - Σ_occ \|ψ_n\|²\| = (\S+) ", out) < 1e-12  # Hellmann–Feynman
+    rows = re.findall(r"^  (d[EQ]/d\S+(?: · δv)?)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.MULTILINE)
+    assert len(rows) == 6, out
+    for name, _, _, err in rows:
+        assert float(err) < 1e-6, f"eigrad's {name} is off from finite differences:\n{out}"
+    assert number(r"through eigrad\) vs finite differences: relative error (\S+)$", out) < 1e-6
+    assert number(r"max relative difference of the six derivatives (\S+)$", out) < 1e-8  # lapack vs dense
+    # the torch.linalg.eigh lines are printed for comparison only: what it returns at an exactly
+    # repeated eigenvalue depends on its LAPACK and the CPU, so no test asserts it
+    assert re.search(r"^torch\.linalg\.eigh: dQ/dv", out, re.MULTILINE), out
+    c_kubo = number(r"C = (\S+) from eigrad's ∂P", out)
+    c_fhs = number(r"C = (\S+) Fukui–Hatsugai–Suzuki", out)
+    assert abs(abs(c_kubo) - 1) < 1e-5 and abs(c_kubo - c_fhs) < 1e-5, out
+    assert number(r"TKNN Diophantine \|C\| = (\d+)", out) == 1
+    assert number(r"valid loss Q (\d+);", out) == 0
+    assert number(r"Re\(e\^0\.3i ψ_0\(0\)\) (\d+):", out) >= 1
