@@ -538,3 +538,15 @@ def test_batch_with_one_shared_B(method):
     loop = [torch.func.grad(loss, argnums=(0, 1))(A, B0) for A in As]
     torch.testing.assert_close(gA, torch.stack([g[0] for g in loop]), atol=1e-12, rtol=0)
     torch.testing.assert_close(gB, loop[0][1] + loop[1][1], atol=1e-12, rtol=0)
+
+
+def test_complex_report_speaks_of_conjugate_transposes():
+    """The 'returned value' part of a complex report writes x_i x_iᴴ and skew(X_gᴴ X̄_g), not ᵀ."""
+    A0, _, _ = planted(SPECTRUM, with_B=False, seed=54)
+    c = torch.randn(N, dtype=CT, generator=_gen(55))
+    A = A0.clone().requires_grad_(True)
+    L, X = decompose("dense", A, None, K)
+    with pytest.warns(eigrad.GaugeWarning) as rec:
+        torch.autograd.grad(((X[:, 0].conj() @ c).abs() ** 2), A)
+    msg = str(rec[0].message)
+    assert "x_i x_iᴴ" in msg and "skew(X_gᴴ X̄_g)" in msg and "x_iᵀ" not in msg, msg

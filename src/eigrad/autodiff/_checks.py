@@ -339,12 +339,14 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, opts, atol, wh
     warnings.warn(msg, GaugeWarning, stacklevel=3)
 
 
-_RETURNED = (
-    " The returned value is not the derivative of your loss: inside each reported cluster it drops the "
-    "terms that have no limit. Its eigenvalue part is Σ_i Λ̄_i x_i x_iᵀ in the basis x_i that was "
-    "returned (x_0 x_0ᵀ for λ_0 alone); its eigenvector part leaves out the rotations inside the "
-    "cluster (skew(X_gᵀ X̄_g))."
-)
+def _returned(H: str) -> str:
+    """What the masked formulas return (``H``: ``ᵀ``, or ``ᴴ`` for complex problems)."""
+    return (
+        " The returned value is not the derivative of your loss: inside each reported cluster it drops the "
+        f"terms that have no limit. Its eigenvalue part is Σ_i Λ̄_i x_i x_i{H} in the basis x_i that was "
+        f"returned (x_0 x_0{H} for λ_0 alone); its eigenvector part leaves out the rotations inside the "
+        f"cluster (skew(X_g{H} X̄_g))."
+    )
 _RETURNED_PHASE = (
     " The returned value is not the derivative of your loss: it leaves out the rotation of each "
     "reported eigenvector's phase (Im(x_iᴴ x̄_i))."
@@ -376,4 +378,4 @@ def _message(what, kinds, messages, more, set_valued, spectral, complex_=False):
     else:
         at = "nearly equal eigenvalues" if kinds == {"near"} else "a repeated eigenvalue"
         head = f"eigrad: the {what} of this loss cannot be formed from the eigenpairs at {at}."
-    return head + " " + body + ("" if set_valued else _RETURNED) + advice + _POLICY
+    return head + " " + body + ("" if set_valued else _returned("ᴴ" if complex_ else "ᵀ")) + advice + _POLICY
