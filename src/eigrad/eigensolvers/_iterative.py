@@ -15,7 +15,7 @@ import torch
 
 from .. import _monitor
 from .._errors import ConvergenceError, ConvergenceWarning
-from ..operators import LinearOperator
+from ..linsolve._minres import preconditioner_apply
 from ._base import EigSolution
 from ._definite import negative_norm_error
 from ._reduce import back_transform, scaled_standard_form, unscale_eigenvalues
@@ -187,39 +187,7 @@ def as_apply(preconditioner, name: str, n: int | None = None):
     With ``n``, a matrix or an operator of another size is refused at once; every application's output
     is checked to be a tensor of the input's shape (host metadata, no synchronization).
     """
-    if preconditioner is None:
-        return None
-    if isinstance(preconditioner, LinearOperator) or hasattr(preconditioner, "matmat"):
-        size = tuple(getattr(preconditioner, "shape", ()))
-        raw = preconditioner.matmat
-    elif torch.is_tensor(preconditioner):
-        T = preconditioner
-        size = tuple(T.shape)
-        raw = lambda X: T @ X  # noqa: E731
-    elif callable(preconditioner):
-        size, raw = None, preconditioner
-    else:
-        raise TypeError(
-            f"{name}: preconditioner must be a callable X -> T X, an eigrad.LinearOperator or a tensor; "
-            f"received {type(preconditioner).__name__}."
-        )
-    if n is not None and size is not None and (len(size) < 2 or size[-2:] != (n, n)):
-        raise ValueError(
-            f"{name}: the preconditioner has shape {size}; it must be (n, n) = ({n}, {n}) (or "
-            f"(*batch, {n}, {n})), an approximation of (A - σB)⁻¹ for the operator of size n = {n}."
-        )
-
-    def apply(X):
-        Y = raw(X)
-        if not torch.is_tensor(Y) or Y.shape != X.shape:
-            got = f"shape {tuple(Y.shape)}" if torch.is_tensor(Y) else f"a {type(Y).__name__}"
-            raise ValueError(
-                f"{name}: the preconditioner returned {got} for input {tuple(X.shape)}; it must map "
-                "(*batch, n, q) to a tensor of the same shape."
-            )
-        return Y
-
-    return apply
+    return preconditioner_apply(preconditioner, n, label=f"{name}: the preconditioner")
 
 
 def nonfinite_message(what: str, where: str) -> str:

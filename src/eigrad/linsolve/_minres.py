@@ -75,16 +75,18 @@ def _col(s):  # (*b, c) -> (*b, 1, c) to scale columns
     return s.unsqueeze(-2)
 
 
-def preconditioner_apply(preconditioner, n: int | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``R -> M R`` for a callable, an operator or a dense matrix ``M`` (SPD).
+def preconditioner_apply(preconditioner, n: int | None = None, label: str = "BackwardOptions(linsolve_preconditioner=...)",
+                         ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``R -> M R`` for a callable, an operator (anything with ``matmat``) or a dense matrix ``M`` (SPD).
 
     With ``n``, a matrix or operator of another size is refused at once; every output is checked to
-    be a tensor of its input's shape (host metadata: no synchronization).
+    be a tensor of its input's shape (host metadata: no synchronization). ``label`` names the
+    preconditioner in the messages (the backward's, or an eigensolver's: ``"LOBPCG: the preconditioner"``).
     """
     if preconditioner is None:
         return None
-    if isinstance(preconditioner, LinearOperator):
-        size, raw = tuple(preconditioner.shape), preconditioner.matmat
+    if isinstance(preconditioner, LinearOperator) or hasattr(preconditioner, "matmat"):
+        size, raw = tuple(getattr(preconditioner, "shape", ())), preconditioner.matmat
     elif torch.is_tensor(preconditioner):
         P = preconditioner
         size, raw = tuple(P.shape), (lambda R: P @ R)
@@ -92,13 +94,13 @@ def preconditioner_apply(preconditioner, n: int | None = None) -> Callable[[torc
         size, raw = None, preconditioner
     else:
         raise TypeError(
-            f"preconditioner must be a callable R -> M R, an eigrad.LinearOperator or a dense tensor (SPD, "
-            f"approximating (A - σB)⁻¹); received {type(preconditioner).__name__}."
+            f"{label}: preconditioner must be a callable R -> M R, an eigrad.LinearOperator or a dense tensor "
+            f"(SPD, approximating (A - σB)⁻¹); received {type(preconditioner).__name__}."
         )
     if n is not None and size is not None and (len(size) < 2 or size[-2:] != (n, n)):
         raise ValueError(
-            f"BackwardOptions(linsolve_preconditioner=...) has shape {size}; it must be (n, n) = ({n}, {n}), "
-            f"an approximation of (A - σB)⁻¹ for the operator of size n = {n}."
+            f"{label} has shape {size}; it must be (n, n) = ({n}, {n}) (or (*batch, {n}, {n})), an "
+            f"approximation of (A - σB)⁻¹ for the operator of size n = {n}."
         )
 
     def apply(R):
@@ -106,8 +108,8 @@ def preconditioner_apply(preconditioner, n: int | None = None) -> Callable[[torc
         if not torch.is_tensor(Y) or Y.shape != R.shape:
             got = f"shape {tuple(Y.shape)}" if torch.is_tensor(Y) else f"a {type(Y).__name__}"
             raise ValueError(
-                f"BackwardOptions(linsolve_preconditioner=...) returned {got} for input {tuple(R.shape)}; it "
-                "must map (*batch, n, c) to a tensor of the same shape."
+                f"{label} returned {got} for input {tuple(R.shape)}; it must map (*batch, n, c) to a "
+                "tensor of the same shape."
             )
         return Y
 
