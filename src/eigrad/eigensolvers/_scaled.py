@@ -39,9 +39,18 @@ class ScaledOperator(LinearOperator):
     def __init__(self, M, e: torch.Tensor):
         self.M, self.e = M, e
         self.shape, self.dtype, self.device = M.shape, M.dtype, M.device
+        # the factor once (a hot loop applies it): 2^-e itself where it is a normal number, else
+        # the product of two (ldexp), both exact
+        max_exp = {torch.float64: 1021, torch.float32: 125}.get(M.dtype, 0)  # 2^±e normal (complex: later)
+        if bool((e.abs() <= max_exp).all()):
+            ones = torch.ones(e.shape, dtype=M.dtype, device=M.device)
+            self._factor = ldexp(ones, -e, dims=0).reshape(*e.shape, 1, 1)
+        else:
+            self._factor = None
 
     def matmat(self, X):
-        return ldexp(self.M.matmat(X), -self.e, dims=2)
+        Y = self.M.matmat(X)
+        return Y * self._factor if self._factor is not None else ldexp(Y, -self.e, dims=2)
 
     def to_dense(self):
         return ldexp(self.M.to_dense(), -self.e, dims=2)
