@@ -154,3 +154,36 @@ def test_batched_gradients_at_clusters(method, assert_fd_close):
     EB = 0.2 * random_symmetric(n, seed=4)
     assert_fd_close((gA * EA).sum(), central_difference(loss, [A, B1], [EA, None], h=H), RTOL, "batched A")
     assert_fd_close((gB * EB).sum(), central_difference(loss, [A, B1], [None, EB], h=H), RTOL, "shared B")
+
+
+def test_jvp_with_a_guard_inside_a_repeated_eigenvalue_is_silent():
+    """examples/hofstadter.py at twist π (complex, every level exactly 3-fold): the guard beyond
+    k = 48 is one copy of a repeated level whose other copies were not computed, so its own shifted
+    system is singular. The dense JVP solved it anyway (its column is discarded) and the LAPACK route
+    warned "did not reach the rounding level"; now only the wanted columns are solved."""
+    import math
+    import sys
+    import warnings
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        from hofstadter import Lattice
+    finally:
+        sys.path.pop(0)
+    lat = Lattice(12, 1 / 3)
+    gen = torch.Generator().manual_seed(0)
+    v0 = lat.superlattice(0.5 * torch.randn(2, 2, dtype=torch.float64, generator=gen))
+
+    def projector(solver):
+        def P(t):
+            X = eigrad.eigsh(lat.H(v0, t), 48, solver=solver).eigenvectors
+            return X @ X.mH
+        return P
+
+    t0, dt = torch.tensor([math.pi, 0.0], dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", eigrad.ConvergenceWarning)
+        _, d_lapack = torch.func.jvp(projector("lapack"), (t0,), (dt,))
+    _, d_dense = torch.func.jvp(projector("dense"), (t0,), (dt,))
+    torch.testing.assert_close(d_lapack, d_dense, rtol=1e-9, atol=1e-10)

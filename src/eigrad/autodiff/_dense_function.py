@@ -176,8 +176,13 @@ class DenseEig(torch.autograd.Function):
             mark = degenerate_guard(degenerate, LE)
         D = cluster_mask(labels)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
-        AdX = sym(dA) @ XE if dA is not None else torch.zeros_like(XE)
-        BdX = sym(dB) @ XE if dB is not None else None
+        # V' = A' X - B' X Λ on the k wanted columns only, as in the operator JVP: a guard's own system
+        # is singular when its cluster's other copies were not computed (a spurious "did not reach the
+        # rounding level" from the LAPACK route at a 3-fold guard, examples/hofstadter.py at twist π),
+        # and zero guard columns leave every wanted tangent unchanged
+        m = LE.shape[-1] - k
+        AdX = _pad(sym(dA) @ XE[..., :k], m, -1) if dA is not None else torch.zeros_like(XE)
+        BdX = _pad(sym(dB) @ XE[..., :k], m, -1) if dB is not None else None
         Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, broadening=ctx.opts.broadening)
         Ld = Ld[..., :k]
         found = [c for c in degenerate_clusters(labels, k) if max(c[1]) < k]
