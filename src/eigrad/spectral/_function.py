@@ -1,4 +1,8 @@
-"""The autograd Function of ``F = X f(Λ) Xᵀ`` (Daleckii–Krein), full or partial.
+"""The autograd Function of ``F = X f(Λ) Xᴴ`` (Daleckii–Krein), full or partial.
+
+Real symmetric and complex Hermitian ``A`` share the code: ``ᵀ`` below reads
+``ᴴ`` for complex input (``Λ``, ``f(Λ)``, ``F1``, ``F2`` are real; the cotangent
+convention is PyTorch's, ``dL = Re tr(F̄ᴴ dF)``, docs/spectral.md).
 
 ``A X = B X Λ``, ``Xᵀ B X = I`` over the ``k`` computed eigenpairs ``S`` (all
 of them when ``k = n``). With ``P = Xᵀ A' X``, ``Q = Xᵀ B' X`` (k, k),
@@ -41,8 +45,9 @@ from ._divided import divided_product
 N_AUX = 7  # L, X, BX, atol, fL, F1, F2
 
 
-def _mT(t):
-    return t.transpose(-1, -2)
+def _mH(t):
+    """``tᴴ`` (``tᵀ`` for a real ``t``): one implementation for real symmetric and complex Hermitian ``A``."""
+    return t.mH
 
 
 def _report_cut(LE, labels, cut, k, largest, opts, atol):
@@ -98,7 +103,7 @@ class SpectralFunction(torch.autograd.Function):
             if k < n:
                 _report_cut(LE, labels, cut, k, largest, opts, atol)
             fL = fn(L)  # (*b, k)
-            F = sym((X * fL.unsqueeze(-2)) @ _mT(X))  # X f(Λ) Xᵀ
+            F = sym((X * fL.unsqueeze(-2)) @ _mH(X))  # X f(Λ) Xᵀ
             F1 = fn.divided(L, fL)  # f[λ_i, λ_j] (*b, k, k)
             F2 = fn.divided_lambda_f(L, fL, F1) if B is not None else L.new_zeros(())
             BX = X if B is None else B @ X
@@ -128,9 +133,9 @@ class SpectralFunction(torch.autograd.Function):
         rtol = ctx.opts.resolved_degen(L.dtype, 1.0)[1]
         k = L.shape[-1]
         M = torch.ones(k, k, dtype=torch.bool, device=L.device).expand(*L.shape[:-1], k, k)
-        R = R - BX @ (_mT(X) @ R)  # remove the computed block's part: Xᵀ r = 0
+        R = R - BX @ (_mH(X) @ R)  # remove the computed block's part: Xᵀ r = 0
         Y = ShiftedSolve.apply(R, L, X, M, atol, ctx.factory, rtol, *handle)
-        return Y - X @ (_mT(BX) @ Y)  # Xᵀ B y = 0
+        return Y - X @ (_mH(BX) @ Y)  # Xᵀ B y = 0
 
     @staticmethod
     def backward(ctx, gF, *_):
@@ -138,14 +143,14 @@ class SpectralFunction(torch.autograd.Function):
         if gF is None:
             return (None,) * 7
         W = sym(gF)
-        XtWX = _mT(X) @ W @ X  # (*b, k, k)
-        gA = X @ divided_product(ctx.fn, F1, XtWX) @ _mT(X)  # Daleckii–Krein inside the block
-        gB = -(X @ (F2 * XtWX) @ _mT(X)) if ctx.has_B else None
+        XtWX = _mH(X) @ W @ X  # (*b, k, k)
+        gA = X @ divided_product(ctx.fn, F1, XtWX) @ _mH(X)  # Daleckii–Krein inside the block
+        gB = -(X @ (F2 * XtWX) @ _mH(X)) if ctx.has_B else None
         if ctx.partial:  # coupling to the complement: z_i = 2 f(λ_i) G_i W x_i
             Z = SpectralFunction._complement_solve(ctx, W @ X * (2 * fL).unsqueeze(-2), L, X, BX, atol, handle)
-            gA = gA - (Z @ _mT(X))
+            gA = gA - (Z @ _mH(X))
             if ctx.has_B:
-                gB = gB + (Z * L.unsqueeze(-2)) @ _mT(X)
+                gB = gB + (Z * L.unsqueeze(-2)) @ _mH(X)
         gA = guard_second_order(first_order_only(sym(gA)), A, B)
         gB = guard_second_order(first_order_only(sym(gB)), A, B) if gB is not None else None
         return gA, gB, None, None, None, None, None
@@ -158,17 +163,17 @@ class SpectralFunction(torch.autograd.Function):
         dA = sym(dA) if dA is not None else None
         dB = sym(dB) if dB is not None and ctx.has_B else None
         AdX = dA @ X if dA is not None else torch.zeros_like(X)
-        M = divided_product(ctx.fn, F1, _mT(X) @ AdX)  # F1 ∘ P
+        M = divided_product(ctx.fn, F1, _mH(X) @ AdX)  # F1 ∘ P
         V = AdX
         if dB is not None:
             BdX = dB @ X
-            M = M - F2 * (_mT(X) @ BdX)  # - F2 ∘ Q
+            M = M - F2 * (_mH(X) @ BdX)  # - F2 ∘ Q
             V = AdX - BdX * L.unsqueeze(-2)  # (A' - λ_i B') x_i
-        dF = X @ M @ _mT(X)
+        dF = X @ M @ _mH(X)
         if ctx.partial:
             Y = SpectralFunction._complement_solve(ctx, V, L, X, BX, atol, handle)
-            T = (X * fL.unsqueeze(-2)) @ _mT(Y)
-            dF = dF - (T + _mT(T))
+            T = (X * fL.unsqueeze(-2)) @ _mH(Y)
+            dF = dF - (T + _mH(T))
         return (guard_second_order(first_order_only(sym(dF)), A, B),) + (None,) * (ctx.n_out - 1)
 
     @staticmethod

@@ -11,7 +11,7 @@ import torch
 
 from .._api import _backward_options, _check_progress, _dense_solver, _operator_config
 from .._options import BackwardOptions
-from .._validation import check_dense_matrix, check_k, check_pair
+from .._validation import check_dense_matrix, check_k, check_pair, promote_pair
 from ..eigensolvers import DenseEigh
 from ._divided import ExpFn, LogFn, OnesFn, PowerFn, SpectralFn, SqrtFn, as_spectral_fn
 from ..operators import as_operator
@@ -25,10 +25,12 @@ _B_MEANING = """
 
 
 def _check_inputs(A, B):
+    """Checked dense ``(A, B)`` in one dtype: real symmetric or complex Hermitian (a real ``B`` with a
+    complex ``A``, or the reverse, of the same precision is promoted to complex, as in eigrad.eigh)."""
     for name, M in (("A", A), ("B", B)):
         if M is None:
             continue
-        check_dense_matrix(name, M)
+        check_dense_matrix(name, M, allow_complex=True)
         if M.layout != torch.strided:
             raise TypeError(
                 f"{name} has layout {M.layout}; the spectral functions take dense matrices. "
@@ -36,6 +38,7 @@ def _check_inputs(A, B):
             )
     if B is not None:
         check_pair(A, B)
+    return promote_pair(A, B)
 
 
 #: above this size ``k=None`` on an operator (all n eigenpairs of the materialized matrix) is refused
@@ -66,7 +69,7 @@ def _apply_operator(A, fn, k, B, largest, solver, backward, progress=False) -> t
 def _apply(A, fn: SpectralFn, k, B, largest, solver, backward, progress=False) -> torch.Tensor:
     if not _is_dense(A) or (B is not None and not _is_dense(B)):
         return _apply_operator(A, fn, k, B, largest, solver, backward, progress)
-    _check_inputs(A, B)
+    A, B = _check_inputs(A, B)
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
     n = A.shape[-1]
@@ -146,7 +149,8 @@ def funm(
         _check_inputs(A, B)
     _check_progress(progress)
     dtype = A.dtype if _is_dense(A) else as_operator(A, name="A").dtype
-    return _apply(A, as_spectral_fn(f, dtype), k, B, largest, solver, backward, progress)
+    real = torch.empty((), dtype=dtype).real.dtype  # f acts on the (real) eigenvalues, also of a complex A
+    return _apply(A, as_spectral_fn(f, real), k, B, largest, solver, backward, progress)
 
 
 funm.__doc__ += _B_MEANING
