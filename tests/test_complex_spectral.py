@@ -293,3 +293,31 @@ def test_errors_for_complex_input():
         eigrad.funm(A.to_sparse(), torch.exp, 2)
     with pytest.raises(TypeError, match=r"pass a float32, float64, complex64 or complex128 tensor"):
         eigrad.spectral_norm(torch.ones(2, 2, dtype=torch.int64))
+
+
+def test_singular_sqrtm_and_cut_cluster_report_in_hermitian_terms():
+    A0 = planted([0.0, 0.0, 1.0, 2.0, 3.0, 4.0], 80)
+    _, X = torch.linalg.eigh(A0)
+    Xr = X[:, 2:]
+    W = Xr @ random_hermitian(4, _gen(81)) @ Xr.mH  # no component on the null space: the gradient exists
+    A = A0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((W * eigrad.sqrtm(A).mT).sum().real, A)
+    assert bool(torch.isfinite(g).all())
+    A = A0.clone().requires_grad_(True)
+    with pytest.raises(ValueError, match=r"derivative of X sqrt\(Λ\) Xᴴ does not exist.*x_iᴴ W x_j"):
+        torch.autograd.grad(eigrad.sqrtm(A).diagonal().sum().real, A)
+    A = planted(SPECTRA["double"][0], 82)
+    with pytest.warns(eigrad.GaugeWarning, match=r"k=2 cuts a degenerate cluster.*X_k f\(Λ_k\) X_kᴴ.*k=1 or k=3"):
+        eigrad.funm(A, torch.sin, 2)
+
+
+def test_batched_gradient_matches_per_matrix():
+    A0 = planted(SPECTRA["double"][0], 90, batch=(3,))
+    W = random_hermitian(N, _gen(91), batch=(3,))
+    for call in (eigrad.logm, lambda A: eigrad.funm(A, torch.sin, 3)):
+        A = A0.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((W * call(A).mT).sum().real, A)
+        for b in range(3):
+            a = A0[b].clone().requires_grad_(True)
+            (gb,) = torch.autograd.grad((W[b] * call(a).mT).sum().real, a)
+            assert float((gb - g[b]).abs().max()) <= 1e-14 * float(gb.abs().max())

@@ -50,13 +50,14 @@ def _mH(t):
     return t.mH
 
 
-def _report_cut(LE, labels, cut, k, largest, opts, atol):
+def _report_cut(LE, labels, cut, k, largest, opts, atol, XE_is_complex=False):
     """A cluster cut by ``k``: ``X_k f(Λ_k) X_kᵀ`` is not unique (value and derivative); or, for eigenvalues
     distinct to working accuracy but merged by the tolerance (``_checks.distinct_atol``), unique with a
     derivative that grows like 1/gap, which the merged backward drops."""
     gauge = opts.gauge
     if gauge == "ignore" or not bool(cut.any()):
         return
+    t = "ᴴ" if XE_is_complex else "ᵀ"
     row = cut.nonzero()[0].tolist()
     b = tuple(row[:-1])
     members = cut[b].nonzero().flatten().tolist()
@@ -71,11 +72,11 @@ def _report_cut(LE, labels, cut, k, largest, opts, atol):
     fine = split_labels(LE, labels, distinct_atol(LE, atol, opts))[b]
     if set(fine[shown].tolist()) & set(fine[guards].tolist()):
         what = (f"degenerate with {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}), so the k-dimensional "
-                f"eigenspace is not unique: X_k f(Λ_k) X_kᵀ depends on which eigenvectors of the cluster were "
+                f"eigenspace is not unique: X_k f(Λ_k) X_k{t} depends on which eigenvectors of the cluster were "
                 f"returned and has no derivative.")
     else:
         what = (f"nearly equal to {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}, merged by the "
-                f"degeneracy tolerance): X_k f(Λ_k) X_kᵀ is unique, but its derivative grows like 1/gap and the "
+                f"degeneracy tolerance): X_k f(Λ_k) X_k{t} is unique, but its derivative grows like 1/gap and the "
                 f"merged backward drops it.")
     msg = (
         f"eigrad: k={k} cuts a degenerate cluster{where}: the computed eigenvalue(s) at positions {shown} are "
@@ -101,7 +102,7 @@ class SpectralFunction(torch.autograd.Function):
             L, X = sol.eigenvalues, sol.eigenvectors  # (*b, k), (*b, n, k)
             L = fn.admit(L, n)  # clamps eigenvalues within rounding of 0 for √λ, λ^p
             if k < n:
-                _report_cut(LE, labels, cut, k, largest, opts, atol)
+                _report_cut(LE, labels, cut, k, largest, opts, atol, X.is_complex())
             fL = fn(L)  # (*b, k)
             F = sym((X * fL.unsqueeze(-2)) @ _mH(X))  # X f(Λ) Xᵀ
             F1 = fn.divided(L, fL)  # f[λ_i, λ_j] (*b, k, k)
