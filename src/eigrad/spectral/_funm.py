@@ -2,7 +2,8 @@
 
 Each returns ``F = X f(Λ) Xᵀ`` over all eigenpairs of ``A X = B X Λ``,
 ``Xᵀ B X = I`` (or the ``k`` smallest/largest) with exact derivatives at
-repeated eigenvalues (Daleckii–Krein; docs/spectral.md). No numerics here.
+repeated eigenvalues (Daleckii–Krein; docs/spectral.md). Dense complex
+Hermitian input reads ``ᵀ`` as ``ᴴ``. No numerics here.
 """
 
 from __future__ import annotations
@@ -96,12 +97,17 @@ def funm(
     progress: bool = False,
     backward: BackwardOptions | None = None,
 ) -> torch.Tensor:
-    """``X f(Λ) Xᵀ`` over all eigenpairs of symmetric ``A`` (or the k smallest/largest).
+    """``X f(Λ) Xᵀ`` over all eigenpairs of symmetric ``A`` (or the k smallest/largest); complex Hermitian: ``X f(Λ) Xᴴ``.
 
     Parameters
     ----------
     A : Tensor (*batch, n, n), sparse Tensor, LinearOperator, scipy matrix
-        Real symmetric, float32 or float64 (dense: read as ``(A + Aᵀ)/2``).
+        Real symmetric, float32 or float64 (dense: read as ``(A + Aᵀ)/2``);
+        dense tensors may also be complex Hermitian, complex64 or complex128
+        (read as ``(A + Aᴴ)/2``; ``f`` acts on the real eigenvalues, ``F`` is
+        complex Hermitian, gradients follow PyTorch's convention
+        ``dL = Re tr(Āᴴ dA)``; a real ``B`` of the same precision is
+        promoted). Complex operators raise ``TypeError``.
         Sparse and matrix-free operators as for :func:`eigrad.eigsh`
         (gradients to their tensors); with ``k=None`` they are materialized
         (``n <= 2048``).
@@ -114,7 +120,7 @@ def funm(
         ``None``: all eigenpairs, ``F = f(A)``. Else the ``k`` smallest (or
         largest) only: ``F = X_k f(Λ_k) X_kᵀ``.
     B : Tensor (*batch, n, n), optional
-        Symmetric positive definite mass matrix.
+        Symmetric (complex: Hermitian) positive definite mass matrix.
     largest : bool
         With ``k``: the ``k`` largest eigenpairs instead of the smallest.
     solver : str or eigensolver
@@ -132,7 +138,7 @@ def funm(
     Returns
     -------
     Tensor (*batch, n, n)
-        Symmetric.
+        Symmetric (complex input: Hermitian, of ``A``'s dtype).
 
     Notes
     -----
@@ -157,7 +163,8 @@ funm.__doc__ += _B_MEANING
 
 
 def expm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
-    """Matrix exponential of symmetric ``A``: ``X exp(Λ) Xᵀ``, exact derivatives at repeated eigenvalues.
+    """Matrix exponential of symmetric (or complex Hermitian) ``A``: ``X exp(Λ) Xᵀ``, exact derivatives at
+    repeated eigenvalues.
 
     Divided differences ``exp(max(a,b)) · (1 - exp(-|a-b|)) / |a-b|`` (no
     cancellation). See :func:`funm` for ``B`` and ``backward``.
@@ -166,7 +173,7 @@ def expm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOp
 
 
 def logm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
-    """Principal logarithm of symmetric positive definite ``A``: ``X log(Λ) Xᵀ``.
+    """Principal logarithm of symmetric (or complex Hermitian) positive definite ``A``: ``X log(Λ) Xᵀ``.
 
     Raises ValueError naming the eigenvalue(s) ``<= 0``. Divided differences
     ``log1p((hi - lo)/lo) / (hi - lo)``. See :func:`funm` for ``B``.
@@ -175,7 +182,7 @@ def logm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOp
 
 
 def sqrtm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
-    """Principal square root of symmetric positive semidefinite ``A``: ``X √Λ Xᵀ``.
+    """Principal square root of symmetric (or complex Hermitian) positive semidefinite ``A``: ``X √Λ Xᵀ``.
 
     Eigenvalues within the rounding level of zero, ``|λ| <= 16 n eps max|λ|``,
     are set to 0 (a rank-deficient PSD matrix computes them with either sign);
@@ -191,7 +198,7 @@ def sqrtm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardO
 def powm(
     A: torch.Tensor, p: float, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None
 ) -> torch.Tensor:
-    """Real power ``X Λ^p Xᵀ`` of symmetric ``A``.
+    """Real power ``X Λ^p Xᵀ`` of symmetric (or complex Hermitian) ``A``.
 
     Parameters
     ----------
