@@ -321,3 +321,20 @@ def test_batched_gradient_matches_per_matrix():
             a = A0[b].clone().requires_grad_(True)
             (gb,) = torch.autograd.grad((W[b] * call(a).mT).sum().real, a)
             assert float((gb - g[b]).abs().max()) <= 1e-14 * float(gb.abs().max())
+
+
+def test_torch_func_grad_and_jvp_under_vmap():
+    A0 = planted(SPECTRA["double"][0], 100, batch=(3,))
+    W, D = random_hermitian(N, _gen(101)), random_hermitian(N, _gen(102), batch=(3,))
+
+    def loss(A):
+        return (W * eigrad.funm(A, torch.sin, 3).mT).sum().real
+
+    g = torch.func.vmap(torch.func.grad(loss))(A0)
+    A = A0.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(sum(loss(A[b]) for b in range(3)), A)
+    assert float((g - ref).abs().max()) <= 1e-14 * float(ref.abs().max())
+    _, j = torch.func.vmap(lambda a, d: torch.func.jvp(eigrad.expm, (a,), (d,)))(A0, D)
+    with forward_ad.dual_level():
+        jref = forward_ad.unpack_dual(eigrad.expm(forward_ad.make_dual(A0, D))).tangent
+    assert float((j - jref).abs().max()) <= 1e-14 * float(jref.abs().max())
