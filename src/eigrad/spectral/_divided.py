@@ -126,7 +126,8 @@ def divided_product(fn: SpectralFn, F1: torch.Tensor, M: torch.Tensor) -> torch.
     """``F1 ∘ M`` (the Daleckii–Krein product, docs/spectral.md) where ``F1`` may be infinite.
 
     For a function defined on ``λ >= 0`` with an infinite slope at 0 (``√λ``), ``f[0, 0] = ∞`` on the pairs of zero eigenvalues:
-    the derivative exists only if ``M`` (``Xᵀ W X`` for a cotangent ``W``, ``Xᵀ A' X`` for a tangent)
+    the derivative exists only if ``M`` (``Xᵀ W X`` for a cotangent ``W``, ``Xᵀ A' X`` for a tangent;
+    ``Xᴴ`` for complex Hermitian ``A``)
     vanishes on them, to rounding (``16 K eps max|M|``), and those entries then contribute 0; otherwise
     it is infinite and a ValueError says so. One synchronization, only for such functions.
     """
@@ -137,11 +138,12 @@ def divided_product(fn: SpectralFn, F1: torch.Tensor, M: torch.Tensor) -> torch.
         return F1 * M
     tol = 16 * M.shape[-1] * torch.finfo(M.dtype).eps * M.abs().amax(dim=(-2, -1), keepdim=True)
     if bool((inf & (M.abs() > tol)).any()):
+        t = "ᴴ" if M.is_complex() else "ᵀ"  # complex Hermitian A: X f(Λ) Xᴴ
         raise ValueError(
-            f"the derivative of X {fn.name}(Λ) Xᵀ does not exist here: A is singular (positive semidefinite with "
+            f"the derivative of X {fn.name}(Λ) X{t} does not exist here: A is singular (positive semidefinite with "
             f"eigenvalue 0, including eigenvalues within rounding of 0, which are set to 0) and {fn.name} has "
             "an infinite slope at 0, and the loss's cotangent (or the tangent) has a component on the null "
-            "space (x_iᵀ W x_j ≠ 0 for zero eigenvalues λ_i = λ_j = 0). Regularize, e.g. sqrtm(A + δI) with "
+            f"space (x_i{t} W x_j ≠ 0 for zero eigenvalues λ_i = λ_j = 0). Regularize, e.g. sqrtm(A + δI) with "
             "δ > 0, or use a loss that does not see the null space of A."
         )
     return torch.where(inf, torch.zeros_like(M), F1 * M)

@@ -1,4 +1,8 @@
-"""The autograd Function of ``F = X f(Λ) Xᵀ`` (Daleckii–Krein), full or partial.
+"""The autograd Function of ``F = X f(Λ) Xᴴ`` (Daleckii–Krein), full or partial.
+
+Real symmetric and complex Hermitian ``A`` share the code: ``ᵀ`` below reads
+``ᴴ`` for complex input (``Λ``, ``f(Λ)``, ``F1``, ``F2`` are real; the cotangent
+convention is PyTorch's, ``dL = Re tr(F̄ᴴ dF)``, docs/spectral.md).
 
 ``A X = B X Λ``, ``Xᵀ B X = I`` over the ``k`` computed eigenpairs ``S`` (all
 of them when ``k = n``). With ``P = Xᵀ A' X``, ``Q = Xᵀ B' X`` (k, k),
@@ -41,17 +45,19 @@ from ._divided import divided_product
 N_AUX = 7  # L, X, BX, atol, fL, F1, F2
 
 
-def _mT(t):
-    return t.transpose(-1, -2)
+def _mH(t):
+    """``tᴴ`` (``tᵀ`` for a real ``t``): one implementation for real symmetric and complex Hermitian ``A``."""
+    return t.mH
 
 
-def _report_cut(LE, labels, cut, k, largest, opts, atol):
+def _report_cut(LE, labels, cut, k, largest, opts, atol, XE_is_complex=False):
     """A cluster cut by ``k``: ``X_k f(Λ_k) X_kᵀ`` is not unique (value and derivative); or, for eigenvalues
     distinct to working accuracy but merged by the tolerance (``_checks.distinct_atol``), unique with a
     derivative that grows like 1/gap, which the merged backward drops."""
     gauge = opts.gauge
     if gauge == "ignore" or not bool(cut.any()):
         return
+    t = "ᴴ" if XE_is_complex else "ᵀ"
     row = cut.nonzero()[0].tolist()
     b = tuple(row[:-1])
     members = cut[b].nonzero().flatten().tolist()
@@ -66,11 +72,11 @@ def _report_cut(LE, labels, cut, k, largest, opts, atol):
     fine = split_labels(LE, labels, distinct_atol(LE, atol, opts))[b]
     if set(fine[shown].tolist()) & set(fine[guards].tolist()):
         what = (f"degenerate with {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}), so the k-dimensional "
-                f"eigenspace is not unique: X_k f(Λ_k) X_kᵀ depends on which eigenvectors of the cluster were "
+                f"eigenspace is not unique: X_k f(Λ_k) X_k{t} depends on which eigenvectors of the cluster were "
                 f"returned and has no derivative.")
     else:
         what = (f"nearly equal to {q} eigenvalue(s) beyond the k computed (cluster λ = {vals}, merged by the "
-                f"degeneracy tolerance): X_k f(Λ_k) X_kᵀ is unique, but its derivative grows like 1/gap and the "
+                f"degeneracy tolerance): X_k f(Λ_k) X_k{t} is unique, but its derivative grows like 1/gap and the "
                 f"merged backward drops it.")
     msg = (
         f"eigrad: k={k} cuts a degenerate cluster{where}: the computed eigenvalue(s) at positions {shown} are "
@@ -96,9 +102,9 @@ class SpectralFunction(torch.autograd.Function):
             L, X = sol.eigenvalues, sol.eigenvectors  # (*b, k), (*b, n, k)
             L = fn.admit(L, n)  # clamps eigenvalues within rounding of 0 for √λ, λ^p
             if k < n:
-                _report_cut(LE, labels, cut, k, largest, opts, atol)
+                _report_cut(LE, labels, cut, k, largest, opts, atol, X.is_complex())
             fL = fn(L)  # (*b, k)
-            F = sym((X * fL.unsqueeze(-2)) @ _mT(X))  # X f(Λ) Xᵀ
+            F = sym((X * fL.unsqueeze(-2)) @ _mH(X))  # X f(Λ) Xᵀ
             F1 = fn.divided(L, fL)  # f[λ_i, λ_j] (*b, k, k)
             F2 = fn.divided_lambda_f(L, fL, F1) if B is not None else L.new_zeros(())
             BX = X if B is None else B @ X
@@ -128,9 +134,9 @@ class SpectralFunction(torch.autograd.Function):
         rtol = ctx.opts.resolved_degen(L.dtype, 1.0)[1]
         k = L.shape[-1]
         M = torch.ones(k, k, dtype=torch.bool, device=L.device).expand(*L.shape[:-1], k, k)
-        R = R - BX @ (_mT(X) @ R)  # remove the computed block's part: Xᵀ r = 0
+        R = R - BX @ (_mH(X) @ R)  # remove the computed block's part: Xᵀ r = 0
         Y = ShiftedSolve.apply(R, L, X, M, atol, ctx.factory, rtol, *handle)
-        return Y - X @ (_mT(BX) @ Y)  # Xᵀ B y = 0
+        return Y - X @ (_mH(BX) @ Y)  # Xᵀ B y = 0
 
     @staticmethod
     def backward(ctx, gF, *_):
@@ -138,14 +144,14 @@ class SpectralFunction(torch.autograd.Function):
         if gF is None:
             return (None,) * 7
         W = sym(gF)
-        XtWX = _mT(X) @ W @ X  # (*b, k, k)
-        gA = X @ divided_product(ctx.fn, F1, XtWX) @ _mT(X)  # Daleckii–Krein inside the block
-        gB = -(X @ (F2 * XtWX) @ _mT(X)) if ctx.has_B else None
+        XtWX = _mH(X) @ W @ X  # (*b, k, k)
+        gA = X @ divided_product(ctx.fn, F1, XtWX) @ _mH(X)  # Daleckii–Krein inside the block
+        gB = -(X @ (F2 * XtWX) @ _mH(X)) if ctx.has_B else None
         if ctx.partial:  # coupling to the complement: z_i = 2 f(λ_i) G_i W x_i
             Z = SpectralFunction._complement_solve(ctx, W @ X * (2 * fL).unsqueeze(-2), L, X, BX, atol, handle)
-            gA = gA - (Z @ _mT(X))
+            gA = gA - (Z @ _mH(X))
             if ctx.has_B:
-                gB = gB + (Z * L.unsqueeze(-2)) @ _mT(X)
+                gB = gB + (Z * L.unsqueeze(-2)) @ _mH(X)
         gA = guard_second_order(first_order_only(sym(gA)), A, B)
         gB = guard_second_order(first_order_only(sym(gB)), A, B) if gB is not None else None
         return gA, gB, None, None, None, None, None
@@ -158,17 +164,17 @@ class SpectralFunction(torch.autograd.Function):
         dA = sym(dA) if dA is not None else None
         dB = sym(dB) if dB is not None and ctx.has_B else None
         AdX = dA @ X if dA is not None else torch.zeros_like(X)
-        M = divided_product(ctx.fn, F1, _mT(X) @ AdX)  # F1 ∘ P
+        M = divided_product(ctx.fn, F1, _mH(X) @ AdX)  # F1 ∘ P
         V = AdX
         if dB is not None:
             BdX = dB @ X
-            M = M - F2 * (_mT(X) @ BdX)  # - F2 ∘ Q
+            M = M - F2 * (_mH(X) @ BdX)  # - F2 ∘ Q
             V = AdX - BdX * L.unsqueeze(-2)  # (A' - λ_i B') x_i
-        dF = X @ M @ _mT(X)
+        dF = X @ M @ _mH(X)
         if ctx.partial:
             Y = SpectralFunction._complement_solve(ctx, V, L, X, BX, atol, handle)
-            T = (X * fL.unsqueeze(-2)) @ _mT(Y)
-            dF = dF - (T + _mT(T))
+            T = (X * fL.unsqueeze(-2)) @ _mH(Y)
+            dF = dF - (T + _mH(T))
         return (guard_second_order(first_order_only(sym(dF)), A, B),) + (None,) * (ctx.n_out - 1)
 
     @staticmethod

@@ -2,7 +2,8 @@
 
 Each returns ``F = X f(Λ) Xᵀ`` over all eigenpairs of ``A X = B X Λ``,
 ``Xᵀ B X = I`` (or the ``k`` smallest/largest) with exact derivatives at
-repeated eigenvalues (Daleckii–Krein; docs/spectral.md). No numerics here.
+repeated eigenvalues (Daleckii–Krein; docs/spectral.md). Dense complex
+Hermitian input reads ``ᵀ`` as ``ᴴ``. No numerics here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 
 from .._api import _backward_options, _check_progress, _dense_solver, _operator_config
 from .._options import BackwardOptions
-from .._validation import check_dense_matrix, check_k, check_pair
+from .._validation import check_dense_matrix, check_k, check_pair, promote_pair
 from ..eigensolvers import DenseEigh
 from ._divided import ExpFn, LogFn, OnesFn, PowerFn, SpectralFn, SqrtFn, as_spectral_fn
 from ..operators import as_operator
@@ -25,10 +26,12 @@ _B_MEANING = """
 
 
 def _check_inputs(A, B):
+    """Checked dense ``(A, B)`` in one dtype: real symmetric or complex Hermitian (a real ``B`` with a
+    complex ``A``, or the reverse, of the same precision is promoted to complex, as in eigrad.eigh)."""
     for name, M in (("A", A), ("B", B)):
         if M is None:
             continue
-        check_dense_matrix(name, M)
+        check_dense_matrix(name, M, allow_complex=True)
         if M.layout != torch.strided:
             raise TypeError(
                 f"{name} has layout {M.layout}; the spectral functions take dense matrices. "
@@ -36,6 +39,7 @@ def _check_inputs(A, B):
             )
     if B is not None:
         check_pair(A, B)
+    return promote_pair(A, B)
 
 
 #: above this size ``k=None`` on an operator (all n eigenpairs of the materialized matrix) is refused
@@ -66,7 +70,7 @@ def _apply_operator(A, fn, k, B, largest, solver, backward, progress=False) -> t
 def _apply(A, fn: SpectralFn, k, B, largest, solver, backward, progress=False) -> torch.Tensor:
     if not _is_dense(A) or (B is not None and not _is_dense(B)):
         return _apply_operator(A, fn, k, B, largest, solver, backward, progress)
-    _check_inputs(A, B)
+    A, B = _check_inputs(A, B)
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
     n = A.shape[-1]
@@ -93,12 +97,17 @@ def funm(
     progress: bool = False,
     backward: BackwardOptions | None = None,
 ) -> torch.Tensor:
-    """``X f(Λ) Xᵀ`` over all eigenpairs of symmetric ``A`` (or the k smallest/largest).
+    """``X f(Λ) Xᵀ`` over all eigenpairs of symmetric ``A`` (or the k smallest/largest); complex Hermitian: ``X f(Λ) Xᴴ``.
 
     Parameters
     ----------
     A : Tensor (*batch, n, n), sparse Tensor, LinearOperator, scipy matrix
-        Real symmetric, float32 or float64 (dense: read as ``(A + Aᵀ)/2``).
+        Real symmetric, float32 or float64 (dense: read as ``(A + Aᵀ)/2``);
+        dense tensors may also be complex Hermitian, complex64 or complex128
+        (read as ``(A + Aᴴ)/2``; ``f`` acts on the real eigenvalues, ``F`` is
+        complex Hermitian, gradients follow PyTorch's convention
+        ``dL = Re tr(Āᴴ dA)``; a real ``B`` of the same precision is
+        promoted). Complex operators raise ``TypeError``.
         Sparse and matrix-free operators as for :func:`eigrad.eigsh`
         (gradients to their tensors); with ``k=None`` they are materialized
         (``n <= 2048``).
@@ -111,7 +120,7 @@ def funm(
         ``None``: all eigenpairs, ``F = f(A)``. Else the ``k`` smallest (or
         largest) only: ``F = X_k f(Λ_k) X_kᵀ``.
     B : Tensor (*batch, n, n), optional
-        Symmetric positive definite mass matrix.
+        Symmetric (complex: Hermitian) positive definite mass matrix.
     largest : bool
         With ``k``: the ``k`` largest eigenpairs instead of the smallest.
     solver : str or eigensolver
@@ -129,7 +138,7 @@ def funm(
     Returns
     -------
     Tensor (*batch, n, n)
-        Symmetric.
+        Symmetric (complex input: Hermitian, of ``A``'s dtype).
 
     Notes
     -----
@@ -146,14 +155,16 @@ def funm(
         _check_inputs(A, B)
     _check_progress(progress)
     dtype = A.dtype if _is_dense(A) else as_operator(A, name="A").dtype
-    return _apply(A, as_spectral_fn(f, dtype), k, B, largest, solver, backward, progress)
+    real = torch.empty((), dtype=dtype).real.dtype  # f acts on the (real) eigenvalues, also of a complex A
+    return _apply(A, as_spectral_fn(f, real), k, B, largest, solver, backward, progress)
 
 
 funm.__doc__ += _B_MEANING
 
 
 def expm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
-    """Matrix exponential of symmetric ``A``: ``X exp(Λ) Xᵀ``, exact derivatives at repeated eigenvalues.
+    """Matrix exponential of symmetric (or complex Hermitian) ``A``: ``X exp(Λ) Xᵀ``, exact derivatives at
+    repeated eigenvalues.
 
     Divided differences ``exp(max(a,b)) · (1 - exp(-|a-b|)) / |a-b|`` (no
     cancellation). See :func:`funm` for ``B`` and ``backward``.
@@ -162,7 +173,7 @@ def expm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOp
 
 
 def logm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
-    """Principal logarithm of symmetric positive definite ``A``: ``X log(Λ) Xᵀ``.
+    """Principal logarithm of symmetric (or complex Hermitian) positive definite ``A``: ``X log(Λ) Xᵀ``.
 
     Raises ValueError naming the eigenvalue(s) ``<= 0``. Divided differences
     ``log1p((hi - lo)/lo) / (hi - lo)``. See :func:`funm` for ``B``.
@@ -171,7 +182,7 @@ def logm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOp
 
 
 def sqrtm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None) -> torch.Tensor:
-    """Principal square root of symmetric positive semidefinite ``A``: ``X √Λ Xᵀ``.
+    """Principal square root of symmetric (or complex Hermitian) positive semidefinite ``A``: ``X √Λ Xᵀ``.
 
     Eigenvalues within the rounding level of zero, ``|λ| <= 16 n eps max|λ|``,
     are set to 0 (a rank-deficient PSD matrix computes them with either sign);
@@ -187,7 +198,7 @@ def sqrtm(A: torch.Tensor, *, B: torch.Tensor | None = None, backward: BackwardO
 def powm(
     A: torch.Tensor, p: float, *, B: torch.Tensor | None = None, backward: BackwardOptions | None = None
 ) -> torch.Tensor:
-    """Real power ``X Λ^p Xᵀ`` of symmetric ``A``.
+    """Real power ``X Λ^p Xᵀ`` of symmetric (or complex Hermitian) ``A``.
 
     Parameters
     ----------

@@ -21,18 +21,22 @@ def _cogram(X, W):  # W Wᵀ X
 
 
 def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOptions | None = None) -> torch.Tensor:
-    """Largest singular value ``σ_max(W) = sqrt(λ_max(WᵀW))`` with its exact gradient ``u vᵀ``.
+    """Largest singular value ``σ_max(W) = sqrt(λ_max(WᴴW))`` with its exact gradient ``u vᴴ``.
 
     Parameters
     ----------
     W : Tensor (*batch, m, n)
-        Real, float32 or float64.
+        Real (float32, float64) or complex (complex64, complex128). For
+        complex ``W`` the gradient follows PyTorch's convention
+        (``dσ = Re tr(Ḡᴴ dW)`` with ``Ḡ = u vᴴ``, as
+        ``torch.linalg.matrix_norm(W, 2)``); ``σ`` is real.
     solver : str
-        As for :func:`eigrad.eigsh` on operators (unbatched ``W``: the Gram
-        matrix of the smaller side is applied matrix-free, ``X -> Wᵀ(W X)``;
-        ``"auto"`` materializes it up to ``min(m, n) = 200`` and takes ARPACK's
-        Lanczos above) or on dense matrices (batched ``W``: the Gram matrix
-        is formed).
+        As for :func:`eigrad.eigsh` on operators (unbatched real ``W``: the
+        Gram matrix of the smaller side is applied matrix-free,
+        ``X -> Wᵀ(W X)``; ``"auto"`` materializes it up to ``min(m, n) = 200``
+        and takes ARPACK's Lanczos above) or on dense matrices (batched or
+        complex ``W``: the Gram matrix ``WᴴW`` or ``WWᴴ`` is formed, as
+        eigrad's operators are real-only).
     backward : BackwardOptions, optional
         Degeneracy tolerances and gauge policy.
 
@@ -42,15 +46,15 @@ def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOp
 
     Notes
     -----
-    The backward needs no linear solve: ``∂λ_max/∂W = 2 W v vᵀ``
-    (Hellmann–Feynman), one vector-Jacobian product of ``W ↦ Wᵀ(W v)``.
+    The backward needs no linear solve: ``∂λ_max/∂W = 2 W v vᴴ``
+    (Hellmann–Feynman), one vector-Jacobian product of ``W ↦ Wᴴ(W v)``.
     When the two largest singular values coincide (within the degeneracy
     tolerance) ``σ_max`` has no gradient, only a set of subgradients
-    ``{U_g S V_gᵀ : S ⪰ 0, tr S = 1}``: this is reported with a
+    ``{U_g S V_gᴴ : S ⪰ 0, tr S = 1}``: this is reported with a
     :class:`eigrad.GaugeWarning` (``gauge="raise"``: an error) that names the
-    repeated singular value, and the returned gradient ``u vᵀ`` is one
+    repeated singular value, and the returned gradient ``u vᴴ`` is one
     subgradient. Singular values that are only nearly equal (distinct to
-    working accuracy, docs/guide.md) have the ordinary gradient ``u vᵀ`` and
+    working accuracy, docs/guide.md) have the ordinary gradient ``u vᴴ`` and
     are not reported. At ``σ_max = 0`` the gradient is infinite.
 
     ``W`` is scaled by an exact power of two to ``max|W| ∈ [0.5, 1)`` first
@@ -64,16 +68,18 @@ def spectral_norm(W: torch.Tensor, *, solver: str = "auto", backward: BackwardOp
         raise TypeError(f"W must be a dense torch.Tensor (*batch, m, n); received {type(W).__name__}.")
     if W.dim() < 2 or W.shape[-1] == 0 or W.shape[-2] == 0:
         raise ValueError(f"W must have shape (*batch, m, n) with m, n >= 1; received {tuple(W.shape)}.")
-    if W.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"W has dtype {W.dtype}; pass a float32 or float64 tensor (W.to(torch.float64)).")
+    if W.dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
+        raise TypeError(
+            f"W has dtype {W.dtype}; pass a float32, float64, complex64 or complex128 tensor (W.to(torch.float64))."
+        )
     m, n = W.shape[-2:]
     e = pow2_exponent(W)  # (*batch,): a constant, not differentiated
     W = ldexp(W, -e)
-    if W.dim() == 2:
+    if W.dim() == 2 and not W.is_complex():
         p, fn = (n, _gram) if n <= m else (m, _cogram)
         A = FunctionOperator(fn, (W,), (p, p))
-    else:
-        A = W.mT @ W if n <= m else W @ W.mT
+    else:  # batched, or complex (eigrad's operators are real): the dense Hermitian Gram matrix
+        A = W.mH @ W if n <= m else W @ W.mH
     opts = dataclasses.replace(_backward_options(backward), _caller="spectral_norm")  # the reports speak of σ, W
     lam = eigsh(A, 1, largest=True, solver=solver, backward=opts).eigenvalues[..., 0]
     return ldexp(lam.clamp_min(0).sqrt(), e, dims=0)
