@@ -191,7 +191,7 @@ class OperatorProjectedSolve(torch.autograd.Function):
 
 
 def _float_tensors(tensors):
-    return [t for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
+    return [t for t in tensors if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex())]
 
 
 def _setup(L, X, Z, Lz, tensors, info, atol, handle, D=None):

@@ -1,0 +1,250 @@
+"""Complex Hermitian operators (complex128): torch sparse COO/CSR, FunctionOperator, scipy matrices.
+
+References: ``eigrad.eigsh`` on the dense tensor (tests/test_complex_dense.py
+checks it against finite differences and torch), and central finite
+differences (five-point stencil) along random Hermitian directions of the
+stored values, of gauge-invariant real losses (``Σ h(λ)``, ``Re tr(W P_g)``,
+``|x_iᴴ c|²``). The sparse gradient is ``herm(L_A Xᴴ)`` sampled on the
+pattern (MATH-complex, "Operators"). Matrices: a 2-D tight-binding lattice
+with Peierls phases and a random potential (simple spectrum), and a planted
+spectrum ``Q diag(λ) Qᴴ`` with exact double and triple clusters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+import eigrad
+
+CT = torch.complex128
+K = 5
+H = 1e-4
+RTOL = 1e-7
+# positions 0-1 double, 2 simple, 3-5 triple, 6 simple; k = 7 closes the clusters
+SPECTRUM = [-1.0, -1.0, -0.25, 0.5, 0.5, 0.5, 1.25] + [2.0 + 0.25 * i for i in range(41)]
+CLUSTERS = [[0, 1], [2], [3, 4, 5], [6]]
+MATERIALIZED = ["dense", "lapack", "auto"]
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def lattice(side=6, flux=0.15, seed=0):
+    """``(indices, values, n)`` of a periodic ``side × side`` square lattice, hopping ``-e^{iφ}`` with
+    Peierls phases ``φ = 2π flux x`` on the vertical bonds, a random on-site potential (COO, coalesced)."""
+    gen = _gen(seed)
+    n = side * side
+    pot = torch.randn(n, dtype=torch.float64, generator=gen)
+    entries = {}
+    for x in range(side):
+        for y in range(side):
+            i = x * side + y
+            entries[(i, i)] = complex(pot[i])
+            for dx, dy in ((1, 0), (0, 1)):
+                j = ((x + dx) % side) * side + (y + dy) % side
+                t = -complex(np.exp(2j * math.pi * flux * x)) if dy else -1.0 + 0j
+                entries[(i, j)] = entries.get((i, j), 0) + t
+                entries[(j, i)] = entries.get((j, i), 0) + t.conjugate()
+    keys = sorted(entries)
+    idx = torch.tensor(keys, dtype=torch.int64).T.contiguous()
+    vals = torch.tensor([entries[key] for key in keys], dtype=CT)
+    return idx, vals, n
+
+
+def random_unitary(n, gen):
+    Q, R = torch.linalg.qr(torch.randn(n, n, dtype=CT, generator=gen))
+    d = torch.diagonal(R)
+    return Q * (d / d.abs())
+
+
+def planted(seed=3):
+    """``(indices, values, n)``: ``Q diag(SPECTRUM) Qᴴ`` stored as a sparse matrix (every entry)."""
+    gen = _gen(seed)
+    n = len(SPECTRUM)
+    Q = random_unitary(n, gen)
+    A = (Q * torch.tensor(SPECTRUM, dtype=torch.float64).to(CT)) @ Q.mH
+    A = 0.5 * (A + A.mH)
+    S = A.to_sparse().coalesce()
+    return S.indices(), S.values(), n
+
+
+def build(kind, idx, vals, n):
+    if kind == "coo":
+        return torch.sparse_coo_tensor(idx, vals, (n, n))
+    if kind == "csr":  # torch refuses autograd through a complex CSR constructor: a leaf CSR tensor
+        S = torch.sparse_coo_tensor(idx, vals.detach(), (n, n)).coalesce().to_sparse_csr()
+        return S.requires_grad_(vals.requires_grad)
+    if kind == "function":  # FunctionOperator over the stored values (index ops, differentiable)
+        row, col = idx[0], idx[1]
+
+        def matmat(X, v):
+            out = torch.zeros(n, X.shape[-1], dtype=X.dtype)
+            return out.index_add(0, row, v.unsqueeze(-1) * X[col])
+
+        return eigrad.FunctionOperator(matmat, (vals,), (n, n))
+    raise ValueError(kind)
+
+
+def gradient_of_values(kind, idx, vals0, n, loss):
+    """``∂ loss(A) / ∂ values`` (CSR order), ``A`` built as ``kind`` from ``vals0``."""
+    v = vals0.clone().requires_grad_(True)
+    A = build(kind, idx, v, n)
+    if kind == "csr":
+        A.grad = None
+        loss(A).backward()
+        return A.grad.values().clone()  # (torch: conj of the view fails)
+    return torch.autograd.grad(loss(A), v)[0]
+
+
+def transpose_positions(idx, n):
+    key = idx[0] * n + idx[1]
+    return torch.searchsorted(key, idx[1] * n + idx[0])
+
+
+def dense_of(idx, vals, n):
+    return torch.zeros(n, n, dtype=CT).index_put((idx[0], idx[1]), vals, accumulate=True)
+
+
+def inner(G, E):
+    return (G.conj() * E).real.sum()
+
+
+def loss_of(L, X, clusters, W, c):
+    """Σ (λ² + sin λ) + Σ_g Re tr(W P_g)/(1+g) + Σ_{simple i} |x_iᴴ c|²: gauge invariant."""
+    loss = (L**2 + torch.sin(L)).sum()
+    for g, pos in enumerate(clusters):
+        Xg = X[:, list(pos)]
+        loss = loss + inner(W / (1.0 + g), Xg @ Xg.mH)
+        if len(pos) == 1:
+            loss = loss + (Xg[:, 0].conj() @ c).abs() ** 2
+    return loss
+
+
+def hermitian_direction(idx, n, gen):
+    G = torch.randn(n, n, dtype=CT, generator=gen)
+    return (0.5 * (G + G.mH))[idx[0], idx[1]]
+
+
+def fd(f, x, dx, h=H):
+    def at(t):
+        with torch.no_grad():
+            return float(f(x + t * dx))
+
+    return (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h)
+
+
+CASES = {
+    "lattice": (lattice, K, [[i] for i in range(K)]),
+    "planted": (planted, 7, CLUSTERS),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("kind", ["coo", "csr", "function"])
+@pytest.mark.parametrize("solver", MATERIALIZED)
+def test_gradient_to_values_matches_dense_and_fd(case, kind, solver):
+    make, k, clusters = CASES[case]
+    idx, vals0, n = make()
+    gen = _gen(11)
+    W = torch.randn(n, n, dtype=CT, generator=gen)
+    W = 0.5 * (W + W.mH)
+    c = torch.randn(n, dtype=CT, generator=gen)
+
+    def loss_A(A):
+        L, X = eigrad.eigsh(A, k, solver=solver)
+        return loss_of(L, X, clusters, W, c)
+
+    def loss(v):
+        return loss_A(build(kind, idx, v, n))
+
+    g = gradient_of_values(kind, idx, vals0, n, loss_A)
+    # the dense route's gradient, sampled on the pattern
+    Ad = dense_of(idx, vals0, n).requires_grad_(True)
+    L, X = eigrad.eigsh(Ad, k)
+    (gd,) = torch.autograd.grad(loss_of(L, X, clusters, W, c), Ad)
+    ref = gd[idx[0], idx[1]]
+    if kind == "function":  # the raw VJP (L_A Xᴴ)_ij: its Hermitian part on the pattern is the gradient
+        g = 0.5 * (g + g.conj()[transpose_positions(idx, n)])
+    err_dense = float((g - ref).abs().max() / ref.abs().max())
+    assert err_dense < 1e-10, err_dense
+    dv = hermitian_direction(idx, n, gen)
+    a, f = float(inner(g, dv)), fd(loss, vals0, dv)
+    assert abs(a - f) <= RTOL * max(abs(a), abs(f), 1.0), (a, f)
+
+
+@pytest.mark.parametrize("kind", ["function"])  # torch's sparse constructors have no forward AD
+def test_forward_mode_matches_fd(kind):
+    idx, vals0, n = planted()
+    gen = _gen(12)
+    dv = hermitian_direction(idx, n, gen)
+    W = torch.randn(n, n, dtype=CT, generator=gen)
+    W = 0.5 * (W + W.mH)
+
+    def loss(v):
+        L, X = eigrad.eigsh(build(kind, idx, v, n), 7, solver="dense")
+        return loss_of(L, X, CLUSTERS, W, torch.zeros(n, dtype=CT))
+
+    _, t = torch.func.jvp(loss, (vals0,), (dv,))
+    f = fd(loss, vals0, dv)
+    assert abs(float(t) - f) <= RTOL * max(abs(f), 1.0), (float(t), f)
+
+
+def test_function_operator_with_complex_and_real_params():
+    idx, vals0, n = lattice()
+    H0 = dense_of(idx, vals0, n)
+    gen = _gen(13)
+    c = torch.randn(n, dtype=CT, generator=gen)
+    clusters = [[i] for i in range(K)]
+    W = torch.zeros(n, n, dtype=CT)
+    Hp = H0.clone().requires_grad_(True)
+    L, X = eigrad.eigsh(eigrad.FunctionOperator(lambda X, H: H @ X, (Hp,), (n, n)), K, solver="dense")
+    (g,) = torch.autograd.grad(loss_of(L, X, clusters, W, c), Hp)
+    Hd = H0.clone().requires_grad_(True)
+    Ld, Xd = eigrad.eigsh(Hd, K)
+    (gd,) = torch.autograd.grad(loss_of(Ld, Xd, clusters, W, c), Hd)
+    # the raw VJP L_A Xᴴ: the same pairing with every Hermitian direction as herm(L_A Xᴴ)
+    assert float((0.5 * (g + g.mH) - gd).abs().max()) < 1e-12
+    # a real potential on a complex hopping matrix: dtype= declares the complex operator
+    pot = torch.linspace(-0.5, 0.5, n, dtype=torch.float64).requires_grad_(True)
+    op = eigrad.FunctionOperator(lambda X, p: H0 @ X + p[:, None] * X, (pot,), (n, n), dtype=CT)
+    L, X = eigrad.eigsh(op, K, solver="lapack")
+    (gp,) = torch.autograd.grad(L.sum(), pot)
+    assert gp.dtype == torch.float64
+    # Hellmann-Feynman: ∂λ_i/∂p_j = |x_ji|²
+    assert float((gp - (X.abs() ** 2).sum(-1)).abs().max()) < 1e-12
+
+
+def test_scipy_complex_sparse_matrix():
+    idx, vals, n = lattice()
+    S = scipy.sparse.coo_matrix((vals.numpy(), (idx[0].numpy(), idx[1].numpy())), shape=(n, n)).tocsr()
+    L, X = eigrad.eigsh(S, K, solver="dense")
+    Ld, _ = eigrad.eigsh(dense_of(idx, vals, n), K)
+    assert X.dtype == CT and L.dtype == torch.float64
+    assert float((L - Ld).abs().max()) < 1e-12
+    assert eigrad.as_operator(S.astype(np.complex64)).dtype == torch.complex64
+
+
+def test_phase_dependent_loss_warns():
+    idx, vals0, n = lattice()
+    v = vals0.clone().requires_grad_(True)
+    L, X = eigrad.eigsh(build("coo", idx, v, n), K, solver="dense")
+    with pytest.warns(eigrad.GaugeWarning, match=r"depends on the phase of a complex eigenvector"):
+        torch.autograd.grad(X[3, 1].real, v)  # an entry with Im != 0 (LAPACK makes row 0 real)
+
+
+def test_non_hermitian_complex_operators_are_rejected():
+    idx, vals, n = lattice()
+    bad = vals.clone()
+    bad[0] = bad[0] + 1e-3j  # an imaginary diagonal entry
+    with pytest.raises(ValueError, match=r"A is not Hermitian: max \|A - Aᴴ\|"):
+        eigrad.eigsh(build("coo", idx, bad, n), K, solver="dense")
+    # H + 0.1i·I is complex symmetric on the diagonal, not Hermitian
+    M = dense_of(idx, vals, n) + 0.1j * torch.eye(n, dtype=CT)
+    with pytest.raises(ValueError, match=r"A is not Hermitian: for probe vectors"):
+        eigrad.eigsh(eigrad.FunctionOperator(lambda X, M: M @ X, (M,), (n, n)), K, solver="dense")
