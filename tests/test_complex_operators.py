@@ -361,3 +361,51 @@ def test_auto_above_the_materialization_size_and_unsupported_solvers():
     for solver in ("primme", "shift-invert"):
         with pytest.raises(TypeError, match=r"complex dtype torch.complex128 and solver .* does not support complex"):
             eigrad.eigsh(A, 3, solver=solver)
+
+
+def test_spectral_functions_refuse_complex_operators_for_now():
+    idx, vals, n = lattice()
+    A = torch.sparse_coo_tensor(idx, vals, (n, n))
+    with pytest.raises(TypeError, match=r"A is a complex operator .*spectral functions support real symmetric"):
+        eigrad.funm(A, torch.exp, k=3)
+    with pytest.raises(TypeError, match=r"B is a complex operator"):
+        eigrad.funm(torch.eye(n, dtype=torch.float64).to_sparse(), torch.exp, k=3, B=A)
+
+
+def _simple_spectrum_loss(L, X):
+    return (L**2).sum() + (X[:, 0].abs() ** 4).sum()
+
+
+@pytest.mark.parametrize("solver", ["dense"] + ITERATIVE)
+def test_forward_mode_and_second_order_at_a_simple_spectrum(solver):
+    """The differentiable routes (torch.func.jvp with grad mode on; create_graph=True): tangents and a
+    Hessian-vector product against the dense route and FD of its gradient."""
+    idx, vals0, n = lattice(side=8)
+    dv = hermitian_direction(idx, n, _gen(41))
+
+    def loss(kind, s):
+        def f(v):
+            L, X = eigrad.eigsh(build(kind, idx, v, n), 3, solver=s)
+            return _simple_spectrum_loss(L, X)
+        return f
+
+    def dense_loss(v):
+        L, X = eigrad.eigsh(dense_of(idx, v, n), 3)
+        return _simple_spectrum_loss(L, X)
+
+    _, ref = torch.func.jvp(dense_loss, (vals0,), (dv,))
+    _, t = torch.func.jvp(loss("function", solver), (vals0,), (dv,))
+    assert abs(float(t - ref)) <= ITER_RTOL * abs(float(ref)), (float(t), float(ref))
+
+    def directional_gradient(v):
+        with torch.enable_grad():
+            v = v.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(dense_loss(v), v)
+        return inner(g, dv)
+
+    href = fd(directional_gradient, vals0, dv)
+    v = vals0.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss("coo", solver)(v), v, create_graph=True)
+    (h,) = torch.autograd.grad(inner(g, dv), v)
+    hv = float(inner(h, dv))
+    assert abs(hv - href) <= ITER_RTOL * abs(href), (hv, href)
