@@ -409,3 +409,41 @@ def test_forward_mode_and_second_order_at_a_simple_spectrum(solver):
     (h,) = torch.autograd.grad(inner(g, dv), v)
     hv = float(inner(h, dv))
     assert abs(hv - href) <= ITER_RTOL * abs(href), (hv, href)
+
+
+@pytest.mark.parametrize("solver", ["dense"] + ITERATIVE)
+def test_second_order_and_forward_mode_at_exact_clusters(solver):
+    """Repeated eigenvalues inside k: the exact degenerate second order (a Hessian-vector product of
+    Σ h(λ) + Re tr(W P_g)) and the forward tangent against FD of the dense route."""
+    idx, vals0, n = planted()
+    gen = _gen(51)
+    dv = hermitian_direction(idx, n, gen)
+    W = torch.randn(n, n, dtype=CT, generator=gen)
+    W = 0.5 * (W + W.mH)
+    zero = torch.zeros(n, dtype=CT)
+
+    def dense_loss(v):
+        L, X = eigrad.eigsh(dense_of(idx, v, n), 7)
+        return loss_of(L, X, CLUSTERS, W, zero)
+
+    def directional_gradient(v):
+        with torch.enable_grad():
+            v = v.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(dense_loss(v), v)
+        return inner(g, dv)
+
+    href = fd(directional_gradient, vals0, dv)
+    v = vals0.clone().requires_grad_(True)
+    L, X = eigrad.eigsh(build("coo", idx, v, n), 7, solver=solver)
+    (g,) = torch.autograd.grad(loss_of(L, X, CLUSTERS, W, zero), v, create_graph=True)
+    (h,) = torch.autograd.grad(inner(g, dv), v)
+    hv = float(inner(h, dv))
+    assert abs(hv - href) <= ITER_RTOL * abs(href), (hv, href)
+
+    def op_loss(v):
+        L, X = eigrad.eigsh(build("function", idx, v, n), 7, solver=solver)
+        return loss_of(L, X, CLUSTERS, W, zero)
+
+    _, t = torch.func.jvp(op_loss, (vals0,), (dv,))
+    f = fd(dense_loss, vals0, dv)
+    assert abs(float(t) - f) <= ITER_RTOL * abs(f), (float(t), f)

@@ -245,7 +245,7 @@ class OperatorEig(torch.autograd.Function):
         # fresh outputs: solvers return slices, and forward-mode AD (gradcheck(check_forward_ad=True),
         # gradgradcheck(check_fwd_over_rev=True)) rejects a view output whose tangent has another layout
         L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
-        F = L.new_zeros((*L.shape, cfg.k + 2))  # the frame channel (_degenerate.py)
+        F = X.new_zeros((*L.shape, cfg.k + 2))  # the frame channel (_degenerate.py): X's dtype (complex: Q unitary)
         return (L, X, LE, XE, labels, cut, BXE, atol, *handle, F)
 
     @staticmethod
