@@ -447,3 +447,36 @@ def test_second_order_and_forward_mode_at_exact_clusters(solver):
     _, t = torch.func.jvp(op_loss, (vals0,), (dv,))
     f = fd(dense_loss, vals0, dv)
     assert abs(float(t) - f) <= ITER_RTOL * abs(f), (float(t), f)
+
+
+class _Hopping(torch.nn.Module):
+    """``A X = H X + diag(p) X``: a complex hopping matrix (buffer) and a real potential (parameter)."""
+
+    def __init__(self, H):
+        super().__init__()
+        self.register_buffer("H", H)
+        self.p = torch.nn.Parameter(torch.zeros(H.shape[-1], dtype=torch.float64))
+
+    def forward(self, X):
+        return self.H @ X + self.p[:, None] * X
+
+
+@pytest.mark.parametrize("solver", ["dense"] + ITERATIVE)
+def test_module_operator_with_a_real_parameter(solver):
+    idx, vals, n = lattice(side=8)
+    mod = _Hopping(dense_of(idx, vals, n))
+    L, X = eigrad.eigsh(eigrad.ModuleOperator(mod, n, dtype=CT), K, solver=solver)
+    (gp,) = torch.autograd.grad(L.sum(), mod.p)
+    assert gp.dtype == torch.float64
+    assert float((gp - (X.abs() ** 2).sum(-1).detach()).abs().max()) < 1e-9  # Hellmann-Feynman
+
+
+@pytest.mark.parametrize("solver", ["dense"] + ITERATIVE)
+def test_basis_dependent_loss_at_a_cluster_warns(solver):
+    """A loss of one vector of the triple cluster depends on the U(3) basis: reported (the phase of
+    each vector is fixed by |·|, so the message names the cluster, not a phase)."""
+    idx, vals0, n = planted()
+    v = vals0.clone().requires_grad_(True)
+    L, X = eigrad.eigsh(build("coo", idx, v, n), 7, solver=solver)
+    with pytest.warns(eigrad.GaugeWarning, match=r"degenerate eigenvalue.*positions \[3, 4, 5\]"):
+        torch.autograd.grad((X[:, 3].abs() ** 4).sum(), v)
