@@ -332,10 +332,12 @@ def eigsh(
     Parameters
     ----------
     A : Tensor, sparse Tensor, LinearOperator, scipy.sparse matrix
-        Real symmetric, float32 or float64, or, for a dense tensor only,
-        complex Hermitian, complex64 or complex128 (both dense solvers; a real
-        ``B`` of the same precision is promoted to complex, as in
-        :func:`eigrad.eigh`; complex operators raise ``TypeError`` for now):
+        Real symmetric, float32 or float64, or complex Hermitian, complex64
+        or complex128 (dense tensors: both dense solvers, a real ``B`` of the
+        same precision promoted to complex as in :func:`eigrad.eigh`;
+        operators: the dense solvers on the materialized matrix, ARPACK and
+        LOBPCG, with ``B`` of the operator's dtype; PRIMME and shift-invert
+        raise ``TypeError``):
         a dense ``(*batch, n, n)``
         tensor, a torch sparse COO/CSR ``(n, n)`` tensor (gradient to its
         stored values), an :class:`eigrad.LinearOperator` such as
