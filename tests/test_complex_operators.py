@@ -480,3 +480,30 @@ def test_basis_dependent_loss_at_a_cluster_warns(solver):
     L, X = eigrad.eigsh(build("coo", idx, v, n), 7, solver=solver)
     with pytest.warns(eigrad.GaugeWarning, match=r"degenerate eigenvalue.*positions \[3, 4, 5\]"):
         torch.autograd.grad((X[:, 3].abs() ** 4).sum(), v)
+
+
+@pytest.mark.parametrize("solver", ["dense"] + ITERATIVE)
+def test_complex64_operators(solver):
+    idx, vals, n = lattice(side=8)
+    ref = torch.linalg.eigvalsh(dense_of(idx, vals, n))[:4]
+    v = vals.to(torch.complex64).requires_grad_(True)
+    L, X = eigrad.eigsh(torch.sparse_coo_tensor(idx, v, (n, n)), 4, solver=solver)
+    assert L.dtype == torch.float32 and X.dtype == torch.complex64
+    assert float((L.detach().double() - ref).abs().max()) < 1e-4
+    (g,) = torch.autograd.grad(L.sum(), v)
+    assert g.dtype == torch.complex64
+
+
+@pytest.mark.parametrize("solver", ["dense", "lobpcg"])
+def test_batched_function_operator(solver):
+    idx, vals, n = lattice(side=8)
+    H0 = dense_of(idx, vals, n)
+    Hb = torch.stack([H0, H0 + 0.3 * torch.diag(torch.linspace(0, 1, n, dtype=torch.float64)).to(CT)])
+    Hp = Hb.clone().requires_grad_(True)
+    L, X = eigrad.eigsh(eigrad.FunctionOperator(lambda X, H: H @ X, (Hp,), (2, n, n)), 4, solver=solver)
+    (g,) = torch.autograd.grad((L**2).sum(), Hp)
+    Hd = Hb.clone().requires_grad_(True)
+    Ld, _ = eigrad.eigsh(Hd, 4)
+    (gd,) = torch.autograd.grad((Ld**2).sum(), Hd)
+    assert float((L - Ld).detach().abs().max()) < 1e-10
+    assert float((0.5 * (g + g.mH) - gd).abs().max() / gd.abs().max()) < ITER_RTOL
