@@ -507,3 +507,27 @@ def test_batched_function_operator(solver):
     (gd,) = torch.autograd.grad((Ld**2).sum(), Hd)
     assert float((L - Ld).detach().abs().max()) < 1e-10
     assert float((0.5 * (g + g.mH) - gd).abs().max() / gd.abs().max()) < ITER_RTOL
+
+
+@pytest.mark.parametrize("solver", ["dense"] + ITERATIVE)
+def test_gradcheck_real_parameters_of_a_complex_operator(solver):
+    """torch's gradcheck / gradgradcheck (with forward AD) in a real potential p and a flux phase φ of
+    A(p, φ) = T₀ + e^{iφ} T₁ + e^{-iφ} T₁ᴴ + diag(p), a complex Hermitian FunctionOperator."""
+    idx, vals, n = lattice(side=7, flux=0.0)
+    T = dense_of(idx, vals, n) - torch.diag(torch.diagonal(dense_of(idx, vals, n)))
+    T1 = torch.triu(T, 1) * (torch.arange(n) % 3 == 0).to(CT)[:, None]  # some bonds carry the flux
+    T0 = T - T1 - T1.mH
+    c = torch.randn(n, dtype=CT, generator=_gen(61))
+
+    def matmat(X, p, phi):
+        e = torch.exp(1j * phi)
+        return T0 @ X + e * (T1 @ X) + e.conj() * (T1.mH @ X) + p[:, None] * X
+
+    def f(p, phi):
+        L, X = eigrad.eigsh(eigrad.FunctionOperator(matmat, (p, phi), (n, n), dtype=CT), 3, solver=solver)
+        return (L**2).sum() + ((X[:, 0].conj() @ c).abs() ** 2)
+
+    p = torch.linspace(-0.5, 0.7, n, dtype=torch.float64).requires_grad_(True)
+    phi = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(f, (p, phi), check_forward_ad=True, fast_mode=True, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradgradcheck(f, (p, phi), fast_mode=True, atol=1e-5, rtol=1e-4)
