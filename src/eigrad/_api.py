@@ -12,7 +12,7 @@ import torch
 
 from ._info import EigshInfo, Recorded
 from ._options import BackwardOptions
-from ._validation import check_dense_matrix, check_k, check_pair, check_uplo, promote_pair
+from ._validation import COMPLEX_OPERATORS_UNSUPPORTED, check_dense_matrix, check_k, check_pair, check_uplo, promote_pair
 from .autodiff._dense_function import DenseEig
 from .autodiff._operator_function import OperatorConfig, OperatorEig
 from .autodiff._triangle import read_triangle
@@ -111,6 +111,18 @@ def _is_dense_tensor(M) -> bool:
 
 def _operator_solver(solver, A: LinearOperator, B, n: int, preconditioner):
     """The eigensolver for operator inputs; dense solvers run on the materialized matrix."""
+    s = _operator_solver_any(solver, A, B, n, preconditioner)
+    if A.dtype.is_complex and not isinstance(s, Materialized):
+        inner = s.solver if isinstance(s, Recorded) else s
+        if not getattr(inner, "supports_complex", False):
+            raise TypeError(
+                f"A has complex dtype {A.dtype} and solver {type(inner).__name__} does not support complex "
+                f"Hermitian operators {COMPLEX_OPERATORS_UNSUPPORTED}."
+            )
+    return s
+
+
+def _operator_solver_any(solver, A: LinearOperator, B, n: int, preconditioner):
     if isinstance(solver, (DenseEigh, LapackSubset)):
         return Materialized(solver)
     if not isinstance(solver, str):
@@ -191,7 +203,7 @@ def _empty_operator_result(A, B) -> "EigResult":
     Bop = None if B is None else as_operator(B, name="B")
     _check_operator_pair(Aop, Bop)
     batch = Aop.batch_shape if Bop is None else torch.broadcast_shapes(Aop.batch_shape, Bop.batch_shape)
-    tensors = [t for op in (Aop, Bop) if op is not None for t in op.flatten()[0] if t.is_floating_point()]
+    tensors = [t for op in (Aop, Bop) if op is not None for t in op.flatten()[0] if t.is_floating_point() or t.is_complex()]
     X = torch.zeros(*batch, Aop.n, 0, dtype=Aop.dtype, device=Aop.device)
     for t in tensors:
         X = X + t.reshape(-1)[:0].sum()  # no element is read
@@ -320,10 +332,12 @@ def eigsh(
     Parameters
     ----------
     A : Tensor, sparse Tensor, LinearOperator, scipy.sparse matrix
-        Real symmetric, float32 or float64, or, for a dense tensor only,
-        complex Hermitian, complex64 or complex128 (both dense solvers; a real
-        ``B`` of the same precision is promoted to complex, as in
-        :func:`eigrad.eigh`; complex operators raise ``TypeError`` for now):
+        Real symmetric, float32 or float64, or complex Hermitian, complex64
+        or complex128 (dense tensors: both dense solvers, a real ``B`` of the
+        same precision promoted to complex as in :func:`eigrad.eigh`;
+        operators: the dense solvers on the materialized matrix, ARPACK and
+        LOBPCG, with ``B`` of the operator's dtype; PRIMME and shift-invert
+        raise ``TypeError``):
         a dense ``(*batch, n, n)``
         tensor, a torch sparse COO/CSR ``(n, n)`` tensor (gradient to its
         stored values), an :class:`eigrad.LinearOperator` such as

@@ -10,8 +10,9 @@ import torch
 #: complex dtypes eigrad accepts where complex Hermitian input is supported, and their real precision
 _COMPLEX = {torch.complex64: torch.float32, torch.complex128: torch.float64}
 
+#: the end of the TypeError for an iterative solver without complex support
 COMPLEX_OPERATORS_UNSUPPORTED = (
-    "complex operators are not supported yet; materialize to a dense tensor and call eigrad.eigh/eigsh"
+    "yet; pass solver='dense' or 'lapack' (the operator is materialized), or a solver that does"
 )
 
 

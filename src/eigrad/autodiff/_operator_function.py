@@ -94,19 +94,21 @@ def check_operator_values(name: str, op, *, track_captured: bool = False) -> Non
     """
     eps = torch.finfo(op.dtype).eps
     if isinstance(op, (DenseOperator, SparseOperator)):
-        vals = op.A if isinstance(op, DenseOperator) else op.values
+        # detached: isfinite on the values of a complex leaf CSR tensor that requires grad fails in torch
+        vals = (op.A if isinstance(op, DenseOperator) else op.values).detach()
         if not bool(torch.isfinite(vals).all()):
             raise ValueError(f"{name} contains NaN or inf; pass a finite matrix.")
         if isinstance(op, DenseOperator):
-            asym = (vals - vals.transpose(-1, -2)).abs().amax()
+            asym = (vals - vals.mH).abs().amax()  # complex: Hermitian, the diagonal's Im included
         else:
             asym = op.symmetry_defect()
         tol = 16 * op.n * eps * vals.abs().amax() if vals.numel() else 0.0
         if bool(asym > tol):
             raise ValueError(
-                f"{name} is not symmetric: max |{name} - {name}ᵀ| = {float(asym):.3e} exceeds "
-                f"{float(tol):.3e} (16·n·eps·max|{name}|). eigrad solves real symmetric problems; "
-                f"symmetrize {name} (for a sparse matrix: (S + S.t()) / 2)."
+                f"{name} is not {'Hermitian' if op.dtype.is_complex else 'symmetric'}: max |{name} - "
+                f"{name}{'ᴴ' if op.dtype.is_complex else 'ᵀ'}| = {float(asym):.3e} exceeds {float(tol):.3e} "
+                f"(16·n·eps·max|{name}|). eigrad solves real symmetric and complex Hermitian problems; "
+                f"symmetrize {name} (for a sparse matrix: (S + S.t()) / 2, complex: (S + S.t().conj()) / 2)."
             )
         return
     gen = torch.Generator(device=op.device).manual_seed(20240531)
@@ -138,14 +140,17 @@ def check_operator_values(name: str, op, *, track_captured: bool = False) -> Non
     # the test is scale invariant: at max|A U| ≈ 1e-164 the norms' squares underflowed to 0 ("relative
     # inf"), and sums of products overflow near 1e306, so AU is brought to max 1 first (exactly)
     AU = ldexp(AU, -pow2_exponent(AU))
-    a01 = (U[..., 0] * AU[..., 1]).sum(-1)
-    a10 = (U[..., 1] * AU[..., 0]).sum(-1)
+    # complex: u₀ᴴ A u₁ against conj(u₁ᴴ A u₀) (Hermitian)
+    a01 = (U[..., 0].conj() * AU[..., 1]).sum(-1)
+    a10 = (U[..., 1].conj() * AU[..., 0]).sum(-1).conj()
     size = torch.linalg.vector_norm(AU, dim=(-2, -1)) * torch.linalg.vector_norm(U, dim=(-2, -1))
     if bool(((a01 - a10).abs() > eps**0.5 * size).any()):
         raise ValueError(
-            f"{name} is not symmetric: for probe vectors u, v, |uᵀ({name} v) - vᵀ({name} u)| = "
+            f"{name} is not {'Hermitian' if op.dtype.is_complex else 'symmetric'}: for probe vectors u, v, "
+            f"|uᴴ({name} v) - conj(vᴴ({name} u))| = "
             f"{float((a01 - a10).abs().max()):.3e}, relative {float(((a01 - a10).abs() / size).max()):.1e}. "
-            "eigrad solves real symmetric problems; check that matmat(X) applies a symmetric matrix."
+            "eigrad solves real symmetric and complex Hermitian problems; check that matmat(X) applies a "
+            "symmetric (complex: Hermitian) matrix."
         )
 
 
@@ -166,9 +171,9 @@ def operator_solve(cfg: OperatorConfig, tensors):
         if B is not None:
             check_operator_values("B", B, track_captured=cfg.grad_mode)
         if isinstance(A, DenseOperator):
-            A = DenseOperator(0.5 * (A.A + A.A.transpose(-1, -2)))
+            A = DenseOperator(0.5 * (A.A + A.A.mH))
         if isinstance(B, DenseOperator):
-            B = DenseOperator(0.5 * (B.A + B.A.transpose(-1, -2)))
+            B = DenseOperator(0.5 * (B.A + B.A.mH))
         sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
             cfg.solver, A, B, cfg.k, A.n, cfg.largest, cfg.opts, X0=cfg.X0, preconditioner=cfg.preconditioner
         )
@@ -240,7 +245,7 @@ class OperatorEig(torch.autograd.Function):
         # fresh outputs: solvers return slices, and forward-mode AD (gradcheck(check_forward_ad=True),
         # gradgradcheck(check_fwd_over_rev=True)) rejects a view output whose tangent has another layout
         L, X = sol.eigenvalues.clone(), sol.eigenvectors.clone()
-        F = L.new_zeros((*L.shape, cfg.k + 2))  # the frame channel (_degenerate.py)
+        F = X.new_zeros((*L.shape, cfg.k + 2))  # the frame channel (_degenerate.py): X's dtype (complex: Q unitary)
         return (L, X, LE, XE, labels, cut, BXE, atol, *handle, F)
 
     @staticmethod
@@ -284,7 +289,7 @@ class OperatorEig(torch.autograd.Function):
         if not degenerate:
             return None
         guard = degenerate_guard(degenerate, LE)
-        floats = [t for t in tensors if t.is_floating_point()]
+        floats = [t for t in tensors if t.is_floating_point() or t.is_complex()]
         return lambda d: guard(d, *floats)
 
     @staticmethod
@@ -324,8 +329,8 @@ class OperatorEig(torch.autograd.Function):
             degenerate = degenerate_clusters(labels, k)
             if whole_clusters(degenerate, k) and not vmapped(labels):
                 # exact second order at repeated eigenvalues (_degenerate.py)
-                positions = [i for i, (t, nd) in enumerate(zip(attached, needs)) if nd and t.is_floating_point()
-                             and (need_A if i < n_A else need_B)]
+                positions = [i for i, (t, nd) in enumerate(zip(attached, needs))
+                             if nd and (t.is_floating_point() or t.is_complex()) and (need_A if i < n_A else need_B)]
                 kernel = OperatorKernel(info, degenerate, need_A, need_B, ctx.opts, LE.dtype, positions)
                 D = with_near_degenerate(cluster_mask(labels[..., :k]), L, X, gX, atol, k)
                 out = DegenerateVJP.apply(kernel, L, X, gL, gX, D, atol, saved[-1], *attached, Z, Lz, *handle)

@@ -37,7 +37,8 @@ from ._solve_fn import run_solver
 
 
 def _mT(t):
-    return t.transpose(-1, -2)
+    """The conjugate transpose (``ᵀ`` in the formulas below is ``ᴴ`` for complex problems)."""
+    return t.mH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +69,9 @@ def _symmetric(op):
         return DenseOperator(0.5 * (op.A + _mT(op.A)))
     if isinstance(op, SparseOperator):
         pos, all_stored = op.pattern.symmetric_transpose()
-        if all_stored:
-            return SparseOperator.from_values(0.5 * (op.values + op.values[pos]), op.pattern)
+        if all_stored:  # complex: the Hermitian part, ½(v_ij + conj(v_ji))
+            v = op.values
+            return SparseOperator.from_values(0.5 * (v + (v.conj() if v.is_complex() else v)[pos]), op.pattern)
     return op
 
 
@@ -130,7 +132,9 @@ class OperatorProjectedSolve(torch.autograd.Function):
         W = OperatorProjectedSolve._again(ctx, Ybar, saved)  # w_j = G_j Π ȳ_j
         N = _mT(X) @ Ybar  # ν_j = Xᵀ ȳ_j (k, c)
         BY = _apply_B(B, Y)
-        gs = (W * BY).sum(-2)  # λ̄_j = w_jᵀ B y_j
+        gs = (W.conj() * BY).sum(-2)  # λ̄_j = w_jᵀ B y_j (complex: Re(w_jᴴ B y_j), the shifts are real)
+        if gs.is_complex():
+            gs = gs.real
         gX = -BY @ _mT(N)  # X̄ = -B Y Nᵀ
         needs = ctx.needs_input_grad[7 : 7 + info.n_tensors]
         grads = [None] * len(rest)
@@ -191,7 +195,7 @@ class OperatorProjectedSolve(torch.autograd.Function):
 
 
 def _float_tensors(tensors):
-    return [t for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
+    return [t for t in tensors if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex())]
 
 
 def _setup(L, X, Z, Lz, tensors, info, atol, handle, D=None):

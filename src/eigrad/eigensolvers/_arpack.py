@@ -21,6 +21,14 @@ run on ``A - σ B`` with a tiny shift ``|σ| = 0.618 eps^{1/3} ν₀`` (``ν₀`
 start vector's ``‖A v‖/‖B v‖``), and the residual floor and the degeneracy
 tolerances are relative to ``max(max |λ|, ν₀)``, so that a result made only
 of zero eigenvalues still converges and its copies are recognized.
+
+Complex Hermitian operators (complex64/complex128) run through scipy's
+complex ``eigsh``, which calls ARPACK's non-Hermitian ``znaupd`` (``eigs``
+with ``which="SR"/"LR"``) and drops the eigenvalues' imaginary parts. Its
+eigenvectors are not orthonormal to rounding inside a cluster (they come from
+a Schur form), so a Rayleigh–Ritz step over them (``m`` products) returns
+B-orthonormal Ritz pairs. Start vectors are complex; the verification's
+deflation and the inner CG's inner products use ``ᴴ``.
 """
 
 from __future__ import annotations
@@ -39,10 +47,10 @@ from ._iterative import (
     finish,
     make_solution,
     rayleigh_ritz,
+    real_dtype,
     relative_residuals,
     true_residuals,
 )
-from .._errors import ConvergenceError
 from ._definite import NOT_SPD, PASS_SPD, check_B_gram, check_B_positive
 from ._options import IterativeOptions, check_positive_int
 from ._scaled import scale_invariant
@@ -71,18 +79,24 @@ def cg_solve(B, b: torch.Tensor, rtol: float, maxiter: int, diag=None) -> tuple[
     still above ``rtol`` is a certificate that ``B`` is not positive definite:
     a ``ValueError`` naming ``B``.
     """
+    def dot(u, v):  # column-wise uᴴ v, real for the Hermitian forms used here
+        d = (u.conj() * v).sum(0) if u.is_complex() else (u * v).sum(0)
+        return d.real if d.is_complex() else d
+
+    if diag is not None and diag.is_complex():
+        diag = diag.real  # a Hermitian B's diagonal is real
     minv = None if diag is None else 1.0 / diag.unsqueeze(-1)
     y = torch.zeros_like(b)
     r = b.clone()
     z = r if minv is None else minv * r
     p = z.clone()
-    rz = (r * z).sum(0)
+    rz = dot(r, z)
     bnorm = torch.linalg.vector_norm(b, dim=0)
     target = rtol * bnorm
     rnorm = bnorm
     for it in range(1, maxiter + 1):
         Bp = B.matmat(p)
-        pBp = (p * Bp).sum(0)
+        pBp = dot(p, Bp)
         breakdown = (pBp <= 0) & (torch.linalg.vector_norm(r, dim=0) > target)
         if bool(breakdown.any()):
             j = int(breakdown.nonzero()[0])
@@ -97,7 +111,7 @@ def cg_solve(B, b: torch.Tensor, rtol: float, maxiter: int, diag=None) -> tuple[
         if bool((rnorm <= target).all()):
             return y, it, _worst(rnorm, bnorm)
         z = r if minv is None else minv * r
-        rz_new = (r * z).sum(0)
+        rz_new = dot(r, z)
         p = z + torch.where(rz > 0, rz_new / rz, torch.zeros_like(rz)) * p
         rz = rz_new
     return y, maxiter, _worst(rnorm, bnorm)
@@ -108,14 +122,14 @@ def _worst(rnorm, bnorm) -> float:
 
 
 class _Deflated:
-    """``A + s (B X)(B X)ᵀ`` through ``matmat``: the pairs of ``X`` (B-orthonormal) moved by ``s``, the rest kept."""
+    """``A + s (B X)(B X)ᴴ`` through ``matmat``: the pairs of ``X`` (B-orthonormal) moved by ``s``, the rest kept."""
 
     def __init__(self, A, BX: torch.Tensor, s: float):
         self.A, self.BX, self.s = A, BX, s  # BX (n, m)
         self.shape, self.dtype, self.device = A.shape, A.dtype, A.device
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return self.A.matmat(V) + self.BX @ (self.s * (self.BX.transpose(-1, -2) @ V))
+        return self.A.matmat(V) + self.BX @ (self.s * (self.BX.mH @ V))
 
 
 def verify_no_missed(A, B, vals, X, largest: bool, rtol: float, p: int, eigsh, rng):
@@ -163,18 +177,18 @@ def verify_no_missed(A, B, vals, X, largest: bool, rtol: float, p: int, eigsh, r
     a missed pair (the result is then not certified).
     """
     n, m = X.shape
-    eps = torch.finfo(X.dtype).eps
+    eps = torch.finfo(real_dtype(X.dtype)).eps
     detect_tol = max(min(rtol**0.5, 1e-3), 0.5 * rtol)
     count = 0
     for _ in range(m + 1):  # each round replaces the boundary pair by a strictly better one
         lo, hi = float(vals[0]), float(vals[-1])
         BX = apply_B(B, X)  # (n, m)
-        v = torch.from_numpy(rng.uniform(-1.0, 1.0, n)).to(X.device, X.dtype).unsqueeze(-1)  # (n, 1)
+        v = torch.from_numpy(_start(rng, n, X.dtype)).to(X.device, X.dtype).unsqueeze(-1)  # (n, 1)
         for _ in range(2):
-            v = v - X @ (BX.transpose(-1, -2) @ v)
+            v = v - X @ (BX.mH @ v)
         Av = A.matmat(v)
         count += 1
-        rho = float((v * Av).sum() / (v * apply_B(B, v)).sum())
+        rho = float((v.conj() * Av).sum().real / (v.conj() * apply_B(B, v)).sum().real)
         nu = max(abs(lo), abs(hi), abs(rho))
         sigma = 2.0 * (hi - lo) + 0.5 * abs(rho - (hi if largest else lo)) + eps**0.25 * nu
         delta = rtol * max(abs(lo if largest else hi), eps**0.25 * nu)
@@ -196,6 +210,14 @@ def verify_no_missed(A, B, vals, X, largest: bool, rtol: float, p: int, eigsh, r
         vals, X, used = rayleigh_ritz(A, B, torch.cat([X, Y[:, missed]], dim=-1), m, largest)
         count += used
     return vals, X, count, "the verification for missed copies of repeated eigenvalues did not settle"
+
+
+def _start(rng, n: int, dtype: torch.dtype) -> np.ndarray:
+    """A random start vector, uniform in [-1, 1) (complex: real and imaginary parts)."""
+    v = rng.uniform(-1.0, 1.0, n)
+    if dtype.is_complex:
+        v = v + 1j * rng.uniform(-1.0, 1.0, n)
+    return v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +272,8 @@ class Arpack(IterativeOptions):
     cg_maxiter: int = 1000
 
     handle_factory = None
+    #: complex Hermitian operators (scipy's complex eigsh; module docstring)
+    supports_complex = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -293,16 +317,18 @@ class Arpack(IterativeOptions):
         if m >= n - 1:
             return dense_fallback(A, B, k, g, largest)
         dtype, device = A.dtype, A.device
-        rtol = self.resolved_rtol(dtype)
+        rdtype = real_dtype(dtype)  # eigenvalues' dtype
+        rtol = self.resolved_rtol(rdtype)
         ncv = self.ncv if self.ncv is not None else max(2 * m + 1, 20)
         ncv = min(max(ncv, m + 1), n)
         bridge = NumpyBridge(A, keep=2 * ncv)
-        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        np_dtype = bridge.linop.dtype.type
+        which = "LA" if largest else "SA"  # scipy maps them to "LR"/"SR" for complex (Hermitian) operators
 
         if X0 is not None:
             v0 = X0.detach().reshape(n, -1).sum(-1).cpu().numpy().astype(np_dtype)
         else:
-            v0 = np.random.default_rng(self.seed).uniform(-1.0, 1.0, n).astype(np_dtype)
+            v0 = _start(np.random.default_rng(self.seed), n, dtype).astype(np_dtype)
 
         kwargs = {}
         cg_worst = [0.0]  # the largest relative residual an inner CG solve with B stopped at
@@ -344,7 +370,7 @@ class Arpack(IterativeOptions):
         start_t = torch.from_numpy(np.ascontiguousarray(v0)).to(device, dtype).reshape(n, 1)
         nu0 = float(torch.linalg.vector_norm(A.matmat(start_t)) / torch.linalg.vector_norm(apply_B(B, start_t)))
         bridge.count += 1
-        eps = torch.finfo(dtype).eps
+        eps = torch.finfo(rdtype).eps
         sigma = -0.618 * eps ** (1.0 / 3.0) * nu0 if np.isfinite(nu0) else 0.0
 
         def shifted(linop):
@@ -362,13 +388,13 @@ class Arpack(IterativeOptions):
         def arpack(linop, kk, start, nv, tol=0.5 * rtol):
             try:
                 vals, vecs = spla.eigsh(
-                    shifted(linop), k=kk, which="LA" if largest else "SA", v0=start, ncv=nv,
+                    shifted(linop), k=kk, which=which, v0=start, ncv=nv,
                     maxiter=self.maxiter, tol=tol, **kwargs,
                 )
             except spla.ArpackNoConvergence as err:
-                err.eigenvalues = np.asarray(err.eigenvalues) + sigma
+                err.eigenvalues = np.asarray(err.eigenvalues).real + sigma
                 raise
-            return vals + sigma, vecs
+            return np.asarray(vals).real + sigma, vecs
 
         reason = ""
         try:
@@ -388,8 +414,11 @@ class Arpack(IterativeOptions):
         extra, unverified = 0, ""
         if vals is not None:
             order = np.argsort(vals)
-            vals_t = torch.from_numpy(np.ascontiguousarray(vals[order])).to(device, dtype)
+            vals_t = torch.from_numpy(np.ascontiguousarray(vals[order])).to(device, rdtype)
             X = torch.from_numpy(np.ascontiguousarray(vecs[:, order])).to(device, dtype)
+            if dtype.is_complex:  # eigs' vectors: not orthonormal inside clusters (module docstring)
+                vals_t, X, used = rayleigh_ritz(A, B, X, m, largest)
+                bridge.count += used
             if self.n_verify and X.shape[-1] == m:
 
                 def deflated_eigsh(op, kk, start, tol):
@@ -400,8 +429,8 @@ class Arpack(IterativeOptions):
                         complete = True
                     except spla.ArpackNoConvergence as err:
                         mu, Y, complete = np.asarray(err.eigenvalues), np.asarray(err.eigenvectors), False
-                    to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device, dtype)  # noqa: E731
-                    return to(mu), to(Y).reshape(n, -1), br.count, complete
+                    to = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(device, dt)  # noqa: E731
+                    return to(mu, rdtype), to(Y, dtype).reshape(n, -1), br.count, complete
 
                 vals_t, X, extra, unverified = verify_no_missed(
                     A, B, vals_t, X, largest, rtol, min(self.n_verify, n - 2), deflated_eigsh,
@@ -410,7 +439,7 @@ class Arpack(IterativeOptions):
         if X.shape[-1] < m:  # the Krylov space held fewer directions than pairs wanted
             pad = m - X.shape[-1]
             X = torch.cat([X, torch.zeros(n, pad, dtype=dtype, device=device)], dim=-1)
-            vals_t = torch.cat([vals_t, torch.full((pad,), float("nan"), dtype=dtype, device=device)])
+            vals_t = torch.cat([vals_t, torch.full((pad,), float("nan"), dtype=rdtype, device=device)])
         rnorm, bxnorm = true_residuals(A, B, X, vals_t)
         if bool(torch.isfinite(vals_t).all()):
             check_B_gram(B, X)

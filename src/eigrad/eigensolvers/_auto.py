@@ -13,6 +13,10 @@ a ``preconditioner`` or a mass matrix ``B`` is given   ``Primme`` if installed, 
 CPU, one standard problem, no preconditioner           ``Arpack``
 =====================================================  ======================
 
+Complex Hermitian operators (on the CPU, unbatched) take ``Arpack`` for a
+standard problem without a preconditioner and ``LOBPCG`` otherwise: PRIMME and
+shift-invert do not support them yet.
+
 ARPACK was the fastest CPU solver without a preconditioner at every size
 measured (LOBPCG needs several times more dense work per operator
 application); ARPACK cannot use a preconditioner, and PRIMME uses it best.
@@ -65,6 +69,8 @@ def choose_solver(A, B=None, preconditioner=None):
     batched = len(A.shape) > 2 or (B is not None and len(B.shape) > 2)
     if batched or A.device.type != "cpu":
         return LOBPCG()
+    if A.dtype.is_complex:  # complex Hermitian: the solvers that support it (not PRIMME, shift-invert)
+        return Arpack() if preconditioner is None and B is None else LOBPCG()
     if preconditioner is None and is_assembled(A):
         if B is not None and is_assembled(B):
             return ShiftInvert()

@@ -39,31 +39,33 @@ def check_B_positive(B, seed: int = 0) -> None:
     n = B.shape[-1]
     batch = tuple(B.shape[:-2])
     dtype, device = B.dtype, B.device
-    eps = torch.finfo(dtype).eps
+    rdtype = {torch.complex128: torch.float64, torch.complex64: torch.float32}.get(dtype, dtype)
+    eps = torch.finfo(rdtype).eps  # complex Hermitian B: ᴴ below, real Lanczos coefficients
     steps = min(n, LANCZOS_STEPS)
     gen = np.random.default_rng([seed, 7])
 
     def fresh(j):  # a random unit vector orthogonal to the first j Lanczos vectors
         u = torch.from_numpy(gen.uniform(-1.0, 1.0, (*batch, n, 1))).to(device=device, dtype=dtype)
         for _ in range(2):
-            u = u - V[..., :j] @ (V[..., :j].mT @ u)
+            u = u - V[..., :j] @ (V[..., :j].mH @ u)
         return u / torch.linalg.vector_norm(u, dim=-2, keepdim=True)
 
     V = torch.zeros(*batch, n, steps, dtype=dtype, device=device)
-    alpha = torch.zeros(*batch, steps, dtype=dtype, device=device)
-    beta = torch.zeros(*batch, max(steps - 1, 0), dtype=dtype, device=device)
+    alpha = torch.zeros(*batch, steps, dtype=rdtype, device=device)
+    beta = torch.zeros(*batch, max(steps - 1, 0), dtype=rdtype, device=device)
     v = fresh(0)
     for j in range(steps):
         V[..., j : j + 1] = v
         w = B.matmat(v)
         if not bool(torch.isfinite(w).all()):
             raise ValueError("B returned NaN or inf for a finite vector; pass a finite symmetric positive definite B.")
-        alpha[..., j] = (v * w).sum(dim=(-2, -1))
+        a = (v.conj() * w).sum(dim=(-2, -1))
+        alpha[..., j] = a.real if a.is_complex() else a
         if j + 1 == steps:
             break
         # full reorthogonalization (twice): the Ritz values then lie in B's spectrum to rounding
         for _ in range(2):
-            w = w - V[..., : j + 1] @ (V[..., : j + 1].mT @ w)
+            w = w - V[..., : j + 1] @ (V[..., : j + 1].mH @ w)
         b = torch.linalg.vector_norm(w, dim=(-2, -1))
         scale = alpha[..., : j + 1].abs().amax(dim=-1)
         if j:
@@ -95,8 +97,8 @@ def check_B_gram(B, X: torch.Tensor, BX: torch.Tensor | None = None) -> None:
     if B is None or X.shape[-1] == 0:
         return
     BX = B.matmat(X) if BX is None else BX
-    G = X.mT @ BX
-    G = 0.5 * (G + G.mT)
+    G = X.mH @ BX
+    G = 0.5 * (G + G.mH)
     _, info = torch.linalg.cholesky_ex(G)
     if bool((info != 0).any()):
         raise ValueError(

@@ -22,7 +22,13 @@ from ._reduce import back_transform, scaled_standard_form, unscale_eigenvalues
 
 
 def sym(H: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (H + H.transpose(-1, -2))
+    """The symmetric part (complex: the Hermitian part)."""
+    return 0.5 * (H + H.mH)
+
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of eigenvalues and norms: ``dtype`` itself, or the component dtype of a complex one."""
+    return {torch.complex128: torch.float64, torch.complex64: torch.float32}.get(dtype, dtype)
 
 
 def apply_B(B, X):
@@ -48,11 +54,12 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
     a ``ValueError`` naming ``B`` (those directions were dropped silently).
     """
     q = V.shape[-1]
-    finfo = torch.finfo(V.dtype)
+    finfo = torch.finfo(real_dtype(V.dtype))
     if tau is None:
         tau = 10.0 * max(q, 1) * finfo.eps
-    G = sym(V.transpose(-1, -2) @ BV)  # (*b, q, q)
+    G = sym(V.mH @ BV)  # (*b, q, q), Hermitian for complex V
     d = G.diagonal(dim1=-2, dim2=-1)
+    d = d.real if d.is_complex() else d
     dinv = torch.where(d > 0, d.clamp_min(finfo.tiny).rsqrt(), torch.zeros_like(d))
     Gs = dinv.unsqueeze(-1) * G * dinv.unsqueeze(-2)
     theta, U = torch.linalg.eigh(Gs)
@@ -73,7 +80,7 @@ def svqb(V: torch.Tensor, BV: torch.Tensor, tau: float | None = None, *, with_ra
 def _check_gram_signs(V, BV, d, dinv, theta):
     """``ValueError`` when ``G = Vᵀ B V`` is indefinite beyond rounding (see :func:`svqb`)."""
     n = V.shape[-2]
-    eps = torch.finfo(V.dtype).eps
+    eps = torch.finfo(real_dtype(V.dtype)).eps
     vn, bn = torch.linalg.vector_norm(V, dim=-2), torch.linalg.vector_norm(BV, dim=-2)  # (*b, q)
     tol_d = 10 * n * eps * vn * bn
     if bool((d < -tol_d).any()):
@@ -208,7 +215,7 @@ def rayleigh_ritz(A, B, V: torch.Tensor, m: int, largest: bool):
     V, BV, keep = svqb(V, apply_B(B, V))
     V = V[..., keep]
     AV = A.matmat(V)
-    theta, C = torch.linalg.eigh(sym(V.transpose(-1, -2) @ AV))
+    theta, C = torch.linalg.eigh(sym(V.mH @ AV))
     m = min(m, V.shape[-1])
     C = C[..., -m:] if largest else C[..., :m]
     return theta[-m:] if largest else theta[:m], V @ C, V.shape[-1]
@@ -233,7 +240,8 @@ class NumpyBridge:
         self._ring = None
         self._pos = 0
         self._filled = 0
-        dtype = np.float64 if op.dtype == torch.float64 else np.float32
+        dtype = {torch.float64: np.float64, torch.float32: np.float32, torch.complex128: np.complex128,
+                 torch.complex64: np.complex64}[op.dtype]
         self.linop = spla.LinearOperator((self.n, self.n), matvec=self._mv, matmat=self._mm, dtype=dtype)
 
     def _mm(self, x: np.ndarray) -> np.ndarray:

@@ -22,6 +22,10 @@ Gu (2018):
 
 The block holds ``k + n_guard`` wanted columns plus buffer columns that speed
 up convergence; ``largest=True`` runs on ``−A``.
+
+Complex Hermitian operators run the same iteration with ``ᴴ`` for ``ᵀ``: the
+Gram and projected matrices are Hermitian, the Ritz values real, the start
+block complex Gaussian.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class LOBPCG(IterativeOptions):
     block_size: int | None = None
 
     handle_factory = None
+    #: complex Hermitian operators (module docstring)
+    supports_complex = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -181,7 +187,7 @@ def _orthonormal_block(A, B, X, gen_seed: int):
         raise RuntimeError("LOBPCG could not build an orthonormal start block from random vectors.")
     AX = A.matmat(X)
     BX = apply_B(B, X)
-    theta, C = torch.linalg.eigh(sym(X.transpose(-1, -2) @ AX))
+    theta, C = torch.linalg.eigh(sym(X.mH @ AX))
     return theta, X @ C, AX @ C, BX @ C, X.shape[-1]
 
 
@@ -196,13 +202,13 @@ def _ortho_against(B, W, Q, BQ):
     """
     if Q is not None:
         before = torch.linalg.vector_norm(W, dim=-2)
-        W = W - Q @ (BQ.transpose(-1, -2) @ W)
+        W = W - Q @ (BQ.mH @ W)
         if bool((torch.linalg.vector_norm(W, dim=-2) < 0.5 * before).any()):
-            W = W - Q @ (BQ.transpose(-1, -2) @ W)
+            W = W - Q @ (BQ.mH @ W)
     W, BW, valid, ratio = svqb(W, apply_B(B, W), with_ratio=True)
     if ratio < 1e-4:
         if Q is not None:
-            W = W - Q @ (BQ.transpose(-1, -2) @ W)
+            W = W - Q @ (BQ.mH @ W)
         W, BW, valid = svqb(W, apply_B(B, W))
     return W, BW, valid
 
@@ -332,8 +338,9 @@ def _loop(A, B, T, X, nw, rtol, maxiter, log):
             dim=-1,
         )
         # projected matrix: Xᵀ A X = Θ (X are Ritz vectors), the rest from Sᵀ A Z
-        SAZ = S.transpose(-1, -2) @ AS[..., m:]  # (*b, q, q - m)
-        H = torch.cat([torch.cat([torch.diag_embed(theta), SAZ[..., :m, :]], dim=-1), SAZ.transpose(-1, -2)], dim=-2)
+        SAZ = S.mH @ AS[..., m:]  # (*b, q, q - m)
+        Th = torch.diag_embed(theta).to(SAZ.dtype)
+        H = torch.cat([torch.cat([Th, SAZ[..., :m, :]], dim=-1), SAZ.mH], dim=-2)
         th, C = torch.linalg.eigh(_sentinel(sym(H), valid))
         n_valid = valid.sum(dim=-1, keepdim=True)
         in_spec = torch.arange(th.shape[-1], device=th.device) < n_valid
@@ -345,7 +352,7 @@ def _loop(A, B, T, X, nw, rtol, maxiter, log):
         Y[..., :m, :] = 0
         Y = Y * act
         for _ in range(2):
-            Y = Y - Cx @ (Cx.transpose(-1, -2) @ Y)
+            Y = Y - Cx @ (Cx.mH @ Y)
         Y, _, pvalid = svqb(Y, Y)
         Cn = torch.cat([Cx, Y], dim=-1)  # (*b, q, m + p)
         XP, AXP = S @ Cn, AS @ Cn

@@ -21,7 +21,7 @@ def _dense(op, name: str):
             f"for its dense matrix); the probe before the solve was finite, so some columns are not: check "
             "matmat (overflow, a division by zero, uninitialized memory) and the scale of the operator."
         )
-    return 0.5 * (M + M.transpose(-1, -2))
+    return 0.5 * (M + M.mH)  # complex: the Hermitian part
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,9 @@ _DEFAULT_RTOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 
 
 def default_rtol(dtype: torch.dtype) -> float:
-    """Default relative residual tolerance for ``dtype`` (see module docstring)."""
+    """Default relative residual tolerance for ``dtype`` (see module docstring; complex: that of its
+    component dtype)."""
+    dtype = {torch.complex128: torch.float64, torch.complex64: torch.float32}.get(dtype, dtype)
     if dtype not in _DEFAULT_RTOL:
         raise TypeError(f"iterative eigensolvers support float32 and float64; received dtype {dtype}.")
     return _DEFAULT_RTOL[dtype]

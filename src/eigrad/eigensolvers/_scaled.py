@@ -41,9 +41,11 @@ class ScaledOperator(LinearOperator):
         self.shape, self.dtype, self.device = M.shape, M.dtype, M.device
         # the factor once (a hot loop applies it): 2^-e itself where it is a normal number, else
         # the product of two (ldexp), both exact
-        max_exp = {torch.float64: 1021, torch.float32: 125}.get(M.dtype, 0)  # 2^±e normal (complex: later)
+        # (complex operators: a real factor of the component dtype)
+        real = {torch.complex128: torch.float64, torch.complex64: torch.float32}.get(M.dtype, M.dtype)
+        max_exp = {torch.float64: 1021, torch.float32: 125}.get(real, 0)  # 2^±e normal
         if bool((e.abs() <= max_exp).all()):
-            ones = torch.ones(e.shape, dtype=M.dtype, device=M.device)
+            ones = torch.ones(e.shape, dtype=real, device=M.device)
             self._factor = ldexp(ones, -e, dims=0).reshape(*e.shape, 1, 1)
         else:
             self._factor = None

@@ -13,6 +13,11 @@ eigenpairs by default, the guards included):
   projected preconditioner ``T = Pᵀ M P`` (SPD on ``range(P)`` when ``M`` is
   SPD), so every iterate satisfies ``Zᵀ B z = 0``.
 
+Complex Hermitian problems (MATH-complex) run the same recurrence with ``ᵀ``
+read as ``ᴴ``: the inner products conjugate their first argument, the
+Lanczos coefficients ``α = vᴴ P K v`` and ``β`` are real, and so are the
+Givens rotations.
+
 Deflating every computed pair removes the eigenvalues nearest the shifts; for
 the ``k`` smallest (largest) pairs the projected operator is then definite.
 
@@ -67,8 +72,13 @@ _FLOOR = 32
 _NORM_ITERS = 20
 
 
-def _dot(u, v):  # column-wise inner products (*b, n, c) -> (*b, c)
-    return torch.linalg.vecdot(u, v, dim=-2)
+def _dot(u, v):  # column-wise inner products uᴴ v (*b, n, c) -> (*b, c), real part (Hermitian forms)
+    d = torch.linalg.vecdot(u, v, dim=-2)  # vecdot conjugates u
+    return d.real if d.is_complex() else d
+
+
+def _mH(t):  # ᵀ, or ᴴ for complex
+    return t.mH
 
 
 def _col(s):  # (*b, c) -> (*b, 1, c) to scale columns
@@ -185,7 +195,7 @@ class ProjectedMinres:
             Y = self(Rf, sf, X, Mf)
             return Y.reshape(n, *batch, c).movedim(0, -2)
         with torch.no_grad():
-            self._knorm = torch.zeros((), dtype=R.dtype, device=R.device)
+            self._knorm = torch.zeros((), dtype=R.real.dtype, device=R.device)
             self.n_matvec = 0
             self._progress_base = (0, 0, R.shape[-1])
             return self._solve(R, shifts, X, M)
@@ -193,9 +203,9 @@ class ProjectedMinres:
     def _solve(self, R, shifts, X, M):
         dtype = R.dtype
         BX = X if self.B is None else self.B.matmat(X)  # (*b, n, K)
-        Mg = M.to(dtype)
+        Mg = M.to(R.real.dtype)  # the 0/1 mask stays real (complex R: compared below)
         Mz = torch.ones_like(Mg) if self.deflate else Mg
-        mT = lambda t: t.transpose(-1, -2)  # noqa: E731
+        mT = _mH
         R = R - BX @ (Mg * (mT(X) @ R))  # P_g r: the caller's X_gᵀ r = 0, to rounding
         rnorm = torch.linalg.vector_norm(R, dim=-2)  # (*b, c)
         target = self.rtol * rnorm
@@ -203,7 +213,7 @@ class ProjectedMinres:
         res, res_norm = R, rnorm
         done = res_norm <= target
         tau = torch.full_like(rnorm, 0.5 * self.rtol)
-        eps = torch.finfo(dtype).eps
+        eps = torch.finfo(R.real.dtype).eps
         iters, hit_max, stagnated = 0, False, False
         for _ in range(self.max_restarts + 1):
             cols = (~done).reshape(-1, done.shape[-1]).any(0).nonzero().flatten()
@@ -231,10 +241,10 @@ class ProjectedMinres:
             res_norm = res_norm.index_copy(-1, cols, new_norm)
             done = res_norm <= target
             # tighten the inner tolerance of columns whose estimate was optimistic
-            ratio = (sel(target) / new_norm.clamp_min(torch.finfo(dtype).tiny)).clamp(max=1.0)
+            ratio = (sel(target) / new_norm.clamp_min(torch.finfo(rnorm.dtype).tiny)).clamp(max=1.0)
             tau = tau.index_copy(-1, cols, (sel(tau) * 0.5 * ratio).clamp_min(4 * eps))
         self.n_iter = iters
-        rel = res_norm / rnorm.clamp_min(torch.finfo(dtype).tiny)
+        rel = res_norm / rnorm.clamp_min(torch.finfo(rnorm.dtype).tiny)
         self.relative_residuals = rel
         if not bool(done.all()):
             worst = float(rel.max())
@@ -252,7 +262,7 @@ class ProjectedMinres:
 
     def _deflated(self, Rr, shifts, X, BX, Mg, Mz, tau, budget):
         """``y = Σ_{i∈Z∖g} x_i (x_iᵀ r)/(λ_i - λ_j) + z`` with ``z`` from projected MINRES."""
-        C = X.transpose(-1, -2) @ Rr  # (*b, K, c)
+        C = X.mH @ Rr  # (*b, K, c)
         Y = torch.zeros_like(Rr)
         if self.deflate:
             outside = (Mz > 0) & (Mg == 0)
@@ -263,7 +273,7 @@ class ProjectedMinres:
         Z, n_it, hit = self._minres(rhs, shifts, X, BX, Mz, tau, budget)
         # Zᵀ B z = 0: with T = I the iterates may pick up rounding along the deflated directions,
         # which P K hides from the recurrence; remove them once here
-        Z = Z - X @ (Mz * (X.transpose(-1, -2) @ Z)) if self.B is None else Z
+        Z = Z - X @ (Mz * (X.mH @ Z)) if self.B is None else Z
         return Y + Z, n_it, hit
 
     def _minres(self, b, shifts, X, BX, Mz, tau, budget):
@@ -276,9 +286,8 @@ class ProjectedMinres:
         accumulate along ``B Z``) and ``Pᵀ`` in the preconditioner
         ``T = Pᵀ M P`` (skipped when ``B = I`` and ``M = I``: then ``T r = r``).
         """
-        mT = lambda t: t.transpose(-1, -2)  # noqa: E731
-        dtype = b.dtype
-        eps = torch.finfo(dtype).eps
+        mT = _mH
+        dtype = b.real.dtype  # the recurrence's scalars are real (Hermitian K)
         identity_T = self.precond is None and self.B is None
 
         def T(u, Mzc):  # Pᵀ M P u for u in range(P)
@@ -316,7 +325,7 @@ class ProjectedMinres:
             y = self._K(v, s["shifts"], track=itn <= _NORM_ITERS)
             ratio = torch.where(oldb > 0, beta / torch.where(oldb > 0, oldb, torch.ones_like(oldb)), zero[..., :1])
             y.addcmul_(s["r1"], _col(-ratio))
-            alfa = torch.linalg.vecdot(v, y, dim=-2)  # = vᵀ P K v for v in range(Pᵀ)
+            alfa = _dot(v, y)  # = vᵀ P K v for v in range(Pᵀ) (complex: vᴴ P K v, real)
             y.addcmul_(s["r2"], _col(-alfa * inv))
             # one projection of the new Lanczos vector keeps every residual-space vector in range(P):
             # P (K v - c₁ r₁ - c₂ r₂) = P K v - c₁ r₁ - c₂ r₂, and rounding along B Z never accumulates
@@ -357,7 +366,7 @@ class ProjectedMinres:
         b2 = _dot(r, yv)
         if self.precond is None:  # rᵀ Pᵀ r = ‖r‖² for r in range(P)
             return torch.sqrt(b2.clamp_min(0))
-        eps = torch.finfo(r.dtype).eps
+        eps = torch.finfo(b2.dtype).eps
         scale = torch.linalg.vector_norm(r, dim=-2) * torch.linalg.vector_norm(yv, dim=-2)
         if bool((b2 < -1e3 * eps * scale).any()):
             raise ValueError(

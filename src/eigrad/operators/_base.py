@@ -67,7 +67,8 @@ class LinearOperator:
     def bilinear_vjp(self, L: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """Gradient of ``<L, A R>`` with respect to the tensors of ``flatten()``.
 
-        Generic default: one ``torch.func.vjp`` of ``θ -> A(θ) R``.
+        Generic default: one ``torch.func.vjp`` of ``θ -> A(θ) R`` (complex: with
+        ``grad_outputs = L``, not conjugated; MATH-complex, "Operators").
         """
         tensors, spec = self.flatten()
         if not tensors:
@@ -110,9 +111,10 @@ class DenseOperator(LinearOperator):
         return (self.A,), OperatorSpec(lambda ts: DenseOperator(ts[0]))
 
     def bilinear_vjp(self, L, R):
-        # d<L, A R>/dA = L Rᵀ, symmetrized onto symmetric matrices (MATH.md: Ā = sym(L_A Xᵀ))
-        G = L @ R.transpose(-1, -2)
-        return (0.5 * (G + G.transpose(-1, -2)),)
+        # d<L, A R>/dA = L Rᵀ, symmetrized onto symmetric matrices (MATH.md: Ā = sym(L_A Xᵀ));
+        # complex: Ā = herm(L_A Xᴴ) (MATH-complex, "Reverse mode")
+        G = L @ R.mH
+        return (0.5 * (G + G.mH),)
 
     def tangent_matmat(self, dtensors, X):
         (dA,) = dtensors

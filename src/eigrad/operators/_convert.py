@@ -18,9 +18,9 @@ def as_operator(A, *, name: str = "A") -> LinearOperator:
         * an eigrad ``LinearOperator`` (``FunctionOperator``,
           ``ModuleOperator``, ...) is returned as is;
         * a dense tensor ``(*batch, n, n)`` becomes a ``DenseOperator``
-          (gradient to the whole matrix, symmetrized);
+          (gradient to the whole matrix, symmetrized; complex: its Hermitian part);
         * a torch sparse COO or CSR tensor ``(n, n)`` becomes a
-          ``SparseOperator`` (gradient to its stored values);
+          ``SparseOperator`` (gradient to its stored values; real or complex Hermitian);
         * a ``scipy.sparse`` matrix is converted to a ``SparseOperator`` and a
           ``scipy.sparse.linalg.LinearOperator`` is wrapped; neither carries a
           gradient.
@@ -35,10 +35,10 @@ def as_operator(A, *, name: str = "A") -> LinearOperator:
         return A
     if torch.is_tensor(A):
         if A.layout in (torch.sparse_coo, torch.sparse_csr):
-            if A.is_complex():
-                raise TypeError(f"{name} has complex dtype {A.dtype}: {COMPLEX_UNSUPPORTED} ({name}.to_dense()).")
-            if not A.is_floating_point() or A.dtype not in (torch.float32, torch.float64):
-                raise TypeError(f"{name} has dtype {A.dtype}; pass a float32 or float64 sparse tensor.")
+            if A.dtype not in _DTYPES:
+                raise TypeError(
+                    f"{name} has dtype {A.dtype}; pass a float32, float64, complex64 or complex128 sparse tensor."
+                )
             return SparseOperator(A)
         if A.layout != torch.strided:
             raise TypeError(
@@ -59,22 +59,15 @@ def as_operator(A, *, name: str = "A") -> LinearOperator:
     )
 
 
-#: complex Hermitian problems run on dense tensors only, for now (eigrad.eigh, eigrad.eigsh)
-COMPLEX_UNSUPPORTED = (
-    "complex operators are not supported yet; materialize to a dense tensor and call eigrad.eigh/eigsh"
-)
+#: real symmetric and complex Hermitian operators
+_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 def _check_dense(name: str, A: torch.Tensor) -> None:
-    if A.is_complex():
+    if A.dtype not in _DTYPES:
         raise TypeError(
-            f"{name} has complex dtype {A.dtype} and is paired with a sparse or matrix-free operator: "
-            f"{COMPLEX_UNSUPPORTED} (both A and B dense)."
-        )
-    if A.dtype not in (torch.float32, torch.float64):
-        raise TypeError(
-            f"{name} has dtype {A.dtype}; eigrad supports real float32 and float64 matrices. "
-            f"Use {name}.to(torch.float64)."
+            f"{name} has dtype {A.dtype}; eigrad supports float32, float64, complex64 and complex128 "
+            f"matrices. Use {name}.to(torch.float64)."
         )
     if A.dim() < 2 or A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
         raise ValueError(f"{name} must be a square matrix (..., n, n) with n >= 1; received shape {tuple(A.shape)}.")

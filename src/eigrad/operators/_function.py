@@ -43,13 +43,10 @@ def _dtype_device(tensors, dtype, device, what: str):
         dtype = next(t.dtype for t in floats if t.is_complex())
     if device is None:
         device = tensors[0].device if tensors else torch.device("cpu")
-    if dtype in (torch.complex64, torch.complex128):
+    if dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
         raise TypeError(
-            f"{what} has complex dtype {dtype}: complex operators are not supported yet; materialize to a "
-            "dense tensor and call eigrad.eigh/eigsh."
+            f"{what} has dtype {dtype}; eigrad supports float32, float64, complex64 and complex128 operators."
         )
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{what} has dtype {dtype}; eigrad supports float32 and float64 operators.")
     return dtype, torch.device(device)
 
 
@@ -83,7 +80,7 @@ def check_product(AX, X, op, what: str):
 
 def differentiable_positions(tensors: Sequence[torch.Tensor]) -> list[int]:
     """Indices of the floating-point tensors (the only ones a gradient can reach)."""
-    return [i for i, t in enumerate(tensors) if t.is_floating_point()]
+    return [i for i, t in enumerate(tensors) if t.is_floating_point() or t.is_complex()]
 
 
 def _under_transform() -> bool:
@@ -120,8 +117,10 @@ def func_vjp(apply: Callable[..., torch.Tensor], tensors: Sequence[torch.Tensor]
         with torch.enable_grad():
             leaves = [tensors[i].detach().requires_grad_() for i in pos]
             y = apply(*_substitute(tensors, pos, leaves))
-            # <L, y> as a scalar: grad_outputs= would import torch.fx/sympy on first use (~1 s)
-            grads = torch.autograd.grad((y * L).sum(), leaves, allow_unused=True)
+            # <L, y> as a scalar: grad_outputs= would import torch.fx/sympy on first use (~1 s). Complex
+            # y: Re Σ conj(L) y, whose gradient is the VJP with grad_outputs = L (MATH-complex, "Operators")
+            inner = (y * L.conj()).real.sum() if y.is_complex() else (y * L).sum()
+            grads = torch.autograd.grad(inner, leaves, allow_unused=True)
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
     for i, g in zip(pos, grads):
         out[i] = g
@@ -175,7 +174,8 @@ class FunctionOperator(LinearOperator):
         ``matmat(X, *params) -> A X`` for ``X`` of shape ``(n, m)`` (or
         ``(*batch, n, m)`` for a batched ``shape``); written in torch ops so
         that ``torch.func`` can differentiate it with respect to ``params``.
-        It must be linear in ``X`` and symmetric: ``uᵀ (A v) = vᵀ (A u)``.
+        It must be linear in ``X`` and symmetric: ``uᵀ (A v) = vᵀ (A u)``
+        (complex operators: Hermitian, ``uᴴ (A v) = conj(vᴴ (A u))``).
     params : Tensor or sequence of Tensor
         Every tensor ``A`` depends on and that should receive a gradient.
         Tensors captured by ``matmat`` from the enclosing scope are constants
@@ -184,7 +184,10 @@ class FunctionOperator(LinearOperator):
     shape : int or tuple
         ``n``, ``(n, n)`` or ``(*batch, n, n)``.
     dtype, device : optional
-        Default: those of the first floating-point parameter. Without a
+        Default: those of the first floating-point parameter (the first
+        complex one if any: a complex Hermitian operator). A complex operator
+        with real parameters (a real potential added to a complex hopping
+        matrix) needs ``dtype=torch.complex128``. Without a
         floating-point parameter ``dtype=`` is required (a TypeError says
         so); ``device`` then defaults to the CPU.
 

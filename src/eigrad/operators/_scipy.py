@@ -23,14 +23,13 @@ def _torch_dtype(np_dtype, dtype, what: str) -> torch.dtype:
         return torch.float32
     if np_dtype in (np.float64, np.int64, np.int32, np.int16, np.int8, np.bool_):
         return torch.float64
-    if np.issubdtype(np_dtype, np.complexfloating):
-        raise TypeError(
-            f"{what} has complex dtype {np_dtype}: complex operators are not supported yet; materialize "
-            "to a dense tensor and call eigrad.eigh/eigsh (torch.as_tensor(M.toarray()))."
-        )
+    if np_dtype == np.complex64:
+        return torch.complex64
+    if np_dtype == np.complex128:
+        return torch.complex128
     raise TypeError(
-        f"{what} has dtype {np_dtype}; eigrad supports real float32/float64 problems. "
-        "Convert it, e.g. M.astype(numpy.float64)."
+        f"{what} has dtype {np_dtype}; eigrad supports float32/float64 (real symmetric) and "
+        "complex64/complex128 (complex Hermitian) problems. Convert it, e.g. M.astype(numpy.float64)."
     )
 
 

@@ -55,7 +55,15 @@ def _apply_operator(A, fn, k, B, largest, solver, backward, progress=False) -> t
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
     opts = _backward_options(backward)
-    n = as_operator(A, name="A").n
+    Aop = as_operator(A, name="A")
+    n = Aop.n
+    for name, op in (("A", Aop), ("B", None if B is None else as_operator(B, name="B"))):
+        if op is not None and op.dtype.is_complex:
+            raise TypeError(
+                f"{name} is a complex operator ({op.dtype}); the spectral functions support real symmetric "
+                "operators only for now. Pass the dense matrix (A.to_dense()): eigrad.funm takes dense "
+                "complex Hermitian tensors."
+            )
     if k is None and n > _FULL_OPERATOR_MAX_N:
         raise ValueError(
             f"k=None asks for f of the whole {n}×{n} operator: all n eigenpairs of its materialized matrix "
