@@ -33,7 +33,7 @@ from ._second_order import (
     near_degenerate_mask,
     with_near_degenerate,
 )
-from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
+from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order, run_solver
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
 
@@ -75,7 +75,16 @@ def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol):
     return XE, BXE, gX, Lbar, Xbar
 
 
+def _plain():
+    """True when nothing records operations: no grad mode and no torch.func transform. Then the
+    derivative's marks (:func:`_first_order`) and the solve's Function (``ShiftedSolve``) would be
+    dropped anyway, and are skipped (each autograd.Function call costs ~20 µs of Python)."""
+    return not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+
+
 def _first_order(d, A, B):
+    if _plain():
+        return d
     return guard_second_order(first_order_only(d), A, B)
 
 
@@ -117,6 +126,12 @@ class DenseEig(torch.autograd.Function):
         factory = ctx.factory
         if ctx.opts.broadening is not None:  # Lorentzian broadening (BackwardOptions), applied by the factory
             factory = functools.partial(factory, broadening=ctx.opts.broadening)
+
+        if _plain():
+            def solve(R, shifts):
+                return run_solver(factory, handle, atol, rtol, R, shifts, XE, torch.ones_like(D))
+
+            return solve
 
         def solve(R, shifts):
             return ShiftedSolve.apply(R, shifts, XE, torch.ones_like(D), atol, factory, rtol, *handle)

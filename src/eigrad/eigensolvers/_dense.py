@@ -36,10 +36,12 @@ def _split(vals, vecs, k, g, largest):
     return vals[..., :k], vecs[..., :k], vals[..., k:], vecs[..., k:]
 
 
-def _residuals(A, B, X, L):
+def _residuals(A, B, X, L, scaled=True):
     AX = A @ X
     BX = X if B is None else B @ X
     R = AX - BX * L.unsqueeze(-2)  # (*b, n, k)
+    if not scaled:  # A in the safe range (scaled_standard_form): the squares neither under- nor overflow
+        return torch.linalg.vector_norm(R, dim=-2)
     # the norm of R · 2**-e (each column's max in [0.5, 1)) times 2**e: its square neither
     # under- nor overflows at any scale of A (torch's vector_norm squares the entries)
     e = pow2_exponent(R.mT, dims=1)
@@ -71,7 +73,7 @@ class DenseEigh:
         return EigSolution(
             eigenvalues=L,
             eigenvectors=X,
-            residual_norms=_residuals(A, B, X, L),
+            residual_norms=_residuals(A, B, X, L, scaled=s is not None),
             n_iter=1,
             status="converged",
             guard_eigenvalues=Lg,
@@ -140,6 +142,8 @@ class LapackSubset:
         n = A.shape[-1]
         batch = A.shape[:-2]
         C, Lc, s = scaled_standard_form(A, B)
+        if s is None:  # unscaled (in the safe range): the backward's tridiagonal solves take s = 0
+            s = torch.zeros(batch, dtype=torch.int64)
         lo, hi, g = _index_range(n, k, n_guard, largest)
         Cn = C.detach().reshape(-1, n, n).cpu().numpy()
         ds, es, refls, taus, vals_l, Zs, scales = [], [], [], [], [], [], []
