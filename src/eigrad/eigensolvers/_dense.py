@@ -60,6 +60,8 @@ class DenseEigh:
     """
 
     handle_factory = staticmethod(eigenbasis_factory)
+    #: eigenvalues and guards come out ascending (``solve_with_guards`` skips sorting them)
+    ascending = True
 
     def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
         n = A.shape[-1]
@@ -121,7 +123,8 @@ class LapackSubset:
     ``Q`` (:class:`eigrad.linsolve.TridiagonalSolve`).
 
     Like ``syevr``, the problem is first scaled into the range where the
-    reduction and MRRR are safe, here always and by powers of two (exact):
+    reduction and MRRR are safe, by powers of two (exact; skipped when ``B = None``
+    and ``max|A|`` is already in the safe range, ``s = 0``):
     ``T`` is the reduction of ``2**s C`` with ``max|2**s C| ∈ [0.5, 1)``
     (:func:`~eigrad.eigensolvers._reduce.scaled_standard_form`), the
     eigenvalues are scaled back and ``s`` is kept with the reduction, so
@@ -132,6 +135,8 @@ class LapackSubset:
     """
 
     handle_factory = staticmethod(tridiagonal_factory)
+    #: eigenvalues and guards come out ascending (``solve_with_guards`` skips sorting them)
+    ascending = True
 
     def __call__(self, A, k, B=None, largest=False, X0=None, preconditioner=None, n_guard=0):
         if A.device.type != "cpu":
