@@ -40,8 +40,10 @@ def _residuals(A, B, X, L, scaled=True):
     AX = A @ X
     BX = X if B is None else B @ X
     R = AX - BX * L.unsqueeze(-2)  # (*b, n, k)
-    if not scaled:  # A in the safe range (scaled_standard_form): the squares neither under- nor overflow
-        return torch.linalg.vector_norm(R, dim=-2)
+    if not scaled:  # A in the safe range (scaled_standard_form): the squares neither under- nor overflow;
+        # summed explicitly (vector_norm over the middle dimension is ~4x slower on small batched matrices)
+        sq = R.square() if not R.is_complex() else (R.real.square() + R.imag.square())
+        return sq.sum(-2).sqrt()
     # the norm of R · 2**-e (each column's max in [0.5, 1)) times 2**e: its square neither
     # under- nor overflows at any scale of A (torch's vector_norm squares the entries)
     e = pow2_exponent(R.mT, dims=1)
