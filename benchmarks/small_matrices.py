@@ -13,8 +13,8 @@ and ``fwd+bwd`` adds ``torch.autograd.grad`` of it to ``A``. ``eigsh`` asks
 for ``k = n // 2`` eigenpairs (``solver="auto"``, which is ``"dense"`` at
 these sizes); torch's reference is ``torch.linalg.eigh`` with the loss on the
 same columns. Every time is the median of ``--repeats`` timed runs (each of
-``--inner`` calls for the single-matrix cases) after warm-up calls; ratios
-are eigrad / torch.
+50 (8×8) or 20 (32×32) calls for the single-matrix cases) after warm-up runs,
+the methods interleaved within each repeat; ratios are eigrad / torch.
 
 Usage::
 
@@ -60,23 +60,27 @@ def _fns(k):
     }
 
 
-def _time(fn, A, c, backward, inner, repeats, warmup):
-    def once():
+def _times(fns, A, c, backward, inner, repeats, warmup):
+    """name -> median seconds per call; the repeats interleave the methods, so that a load spike
+    on a shared machine slows all of them rather than one."""
+    def once(fn):
+        t0 = time.perf_counter()
         for _ in range(inner):
             Ai = A.detach().requires_grad_(backward)
             L, X = fn(Ai)
             f = _loss(L, X, c)
             if backward:
                 torch.autograd.grad(f, Ai)
+        return (time.perf_counter() - t0) / inner
 
     for _ in range(warmup):
-        once()
-    times = []
+        for fn in fns.values():
+            once(fn)
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        once()
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            times[name].append(once(fn))
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _fmt(t):
@@ -86,7 +90,7 @@ def _fmt(t):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    p.add_argument("--repeats", type=int, default=11)
+    p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--warmup", type=int, default=3)
     args = p.parse_args(argv)
     if args.threads is not None:
@@ -101,7 +105,7 @@ def main(argv=None):
         c = torch.randn(n, n, dtype=torch.float64, generator=gen)
         fns = _fns(max(n // 2, 1))
         for backward in (False, True):
-            t = {m: _time(f, A, c, backward, inner, args.repeats, args.warmup) for m, f in fns.items()}
+            t = _times(fns, A, c, backward, inner, args.repeats, args.warmup)
             r1 = t["eigrad.eigh"] / t["torch.linalg.eigh"]
             r2 = t["eigrad.eigsh"] / t["torch (k cols)"]
             print(f"{name:18s} {'fwd+bwd' if backward else 'fwd':8s} {_fmt(t['torch.linalg.eigh'])} "

@@ -90,3 +90,12 @@ def test_cluster_helpers_agree_with_cluster_labels():
         labels = cluster_labels(vals[row : row + 1], atol[row : row + 1], 1e-8)
         has_cluster = bool((labels[0].bincount() > 1).any())
         assert any_linked_pair(vals[row : row + 1], atol[row : row + 1], 1e-8) == has_cluster
+
+
+@pytest.mark.parametrize("solver", ["dense", "lapack"])
+def test_deferred_residual_norms_are_reported_by_eigsh_ex(solver):
+    A = random_symmetric(10, seed=5)
+    L, X, info = eigrad.eigsh_ex(A, 3, solver=solver)
+    expected = torch.linalg.vector_norm(A @ X - X * L, dim=0)
+    torch.testing.assert_close(info.residuals, expected, rtol=0, atol=1e-13)
+    assert torch.is_tensor(info.residuals) and info.residuals.shape == (3,)
