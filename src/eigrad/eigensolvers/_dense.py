@@ -58,7 +58,9 @@ class DenseEigh:
     The generalized problem is reduced with the Cholesky factor of ``B``.
     ``A`` and ``B`` are scaled by powers of two first (exact;
     :func:`~eigrad.eigensolvers._reduce.scaled_standard_form`), so every
-    magnitude of ``A`` and ``B`` is solved as accurately as ``max|A| ≈ 1``.
+    magnitude of ``A`` and ``B`` is solved as accurately as ``max|A| ≈ 1``
+    (skipped for ``B = None`` when ``max|A|`` is already in the safe range,
+    where it would change results by rounding only).
     The backward reuses the whole eigenbasis (MATH.md, "Full decomposition").
     """
 
