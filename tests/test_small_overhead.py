@@ -99,3 +99,18 @@ def test_deferred_residual_norms_are_reported_by_eigsh_ex(solver):
     expected = torch.linalg.vector_norm(A @ X - X * L, dim=0)
     torch.testing.assert_close(info.residuals, expected, rtol=0, atol=1e-13)
     assert torch.is_tensor(info.residuals) and info.residuals.shape == (3,)
+
+
+def test_backward_on_dual_tensors_still_refuses_second_order():
+    """The first-order backward skips its second-order marks only where nothing records: a backward
+    run on forward-AD dual tensors (forward-over-reverse) must still raise, not return a tangent."""
+    import torch.autograd.forward_ad as fwAD
+
+    A = random_symmetric(5, seed=6)
+    T = random_symmetric(5, seed=7)
+    with fwAD.dual_level():
+        Ad = fwAD.make_dual(A.clone().requires_grad_(True), T)
+        L, X = eigrad.eigh(Ad)
+        loss = (X[:, 0] ** 4).sum() + L.sum()
+        with pytest.raises(RuntimeError, match="does not yet differentiate its own backward"):
+            torch.autograd.grad(loss, Ad)

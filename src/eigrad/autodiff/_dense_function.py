@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch._functorch.utils import unwrap_dead_wrappers
 
 from ._checks import check_existence
@@ -77,10 +78,12 @@ def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol):
 
 
 def _plain():
-    """True when nothing records operations: no grad mode and no torch.func transform. Then the
+    """True when nothing records operations: no grad mode, no torch.func transform and no forward-AD
+    level (a backward on dual tensors carries tangents, and the marks must raise there). Then the
     derivative's marks (:func:`_first_order`) and the solve's Function (``ShiftedSolve``) would be
     dropped anyway, and are skipped (each autograd.Function call costs ~20 µs of Python)."""
-    return not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+    return (not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+            and _forward_ad._current_level < 0)
 
 
 def _first_order(d, A, B):
