@@ -17,6 +17,8 @@ factors ``2**(e//2)``, ``2**(e - e//2)``, each a normal number even when
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _BITS = {
@@ -40,6 +42,40 @@ def pow2_exponent(M: torch.Tensor, dims: int = 2, even: bool = False) -> torch.T
     if even:
         e = e - torch.remainder(e, 2)
     return e
+
+
+#: ``|e|`` (the frexp exponent of ``max|M|``) up to which a matrix is left unscaled: squares and
+#: products of its entries, and of rounding-level residuals ``eps·max|M|``, stay normal numbers far
+#: from overflow (float64: ``max|M|`` in about ``[1e-77, 1e77]``; float32: ``[2e-10, 4e9]``)
+SAFE_EXPONENT = {torch.float64: 256, torch.float32: 32}
+
+
+def in_safe_range(M: torch.Tensor, dims: int = 2) -> bool:
+    """True when every matrix of ``M`` has ``max|M|`` in the range of :data:`SAFE_EXPONENT` (or is zero).
+
+    One host synchronization. Where it holds, scaling by :func:`pow2_exponent` is not needed
+    (the solvers are then as accurate unscaled; the scaled results differ by rounding only).
+    NaN and inf fail it (the scaled route reports them).
+    """
+    if M.numel() == 0:
+        return True
+    lim = SAFE_EXPONENT[_REAL.get(M.dtype, M.dtype)]
+    amax = M.detach().abs().amax(dim=tuple(range(-dims, 0))) if dims else M.detach().abs()
+    if amax.dim() == 0:
+        values = [float(amax)]
+    else:  # the smallest exponent (0 for a zero matrix, which needs no scaling) and the largest magnitude
+        amax = amax.reshape(-1)
+        lo = torch.frexp(amax).exponent.amin().to(amax.dtype)
+        hi = amax.amax()  # NaN and inf propagate
+        e_lo, v_hi = torch.stack([lo, hi]).tolist()
+        values = [2.0 ** (e_lo - 1), v_hi] if e_lo else [0.0, v_hi]
+    for v in values:
+        if not math.isfinite(v):
+            return False
+        e = math.frexp(v)[1]
+        if not -lim <= e <= lim:
+            return False
+    return True
 
 
 def _pow2(e: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -147,6 +147,12 @@ def distinct_atol(LE, atol, opts):
     return (eps / check_rtol) * scale
 
 
+def _any_cluster_or_cut(labels, cut) -> bool:
+    """A cluster of two or more eigenvalues, or one cut by ``k``, anywhere in the batch (one host sync)."""
+    sizes = torch.zeros_like(labels).scatter_add_(-1, labels, torch.ones_like(labels))
+    return bool((sizes > 1).any() | cut.any())
+
+
 def _fmt_vals(vals):
     return ", ".join(f"{v:.8g}" for v in vals)
 
@@ -224,10 +230,9 @@ def check_existence(*, L, X, labels, cut, Lbar, Xbar, k, largest, opts, atol, wh
         return
     # under torch.func (jacrev: a vmapped backward) the saved tensors arrive wrapped as well
     L, X, labels, cut, atol = concrete(L), concrete(X), concrete(labels), concrete(cut), concrete(atol)
-    sizes = torch.zeros_like(labels).scatter_add_(-1, labels, torch.ones_like(labels))
     # a complex eigenvector's phase is a gauge even at a simple eigenvalue (only X̄ can depend on it)
     phases = X.is_complex() and Xbar is not None
-    if not bool((sizes > 1).any()) and not bool(cut.any()) and not phases:
+    if not phases and not _any_cluster_or_cut(labels, cut):
         return  # every eigenvalue simple and none cut (and real): both conditions hold trivially
     try:
         Lbar, Xbar = concrete(Lbar), concrete(Xbar)

@@ -5,25 +5,46 @@ from __future__ import annotations
 import torch
 
 
-def cluster_labels(vals: torch.Tensor, atol: torch.Tensor, rtol: float) -> torch.Tensor:
+def cluster_labels(vals: torch.Tensor, atol: torch.Tensor, rtol: float, ascending: bool = False) -> torch.Tensor:
     """Cluster index of each eigenvalue: maximal transitive runs within tolerance.
 
     ``vals`` (*batch, K) in any order; ``atol`` (*batch,). Two eigenvalues are
     linked when ``|λ_i - λ_j| <= atol + rtol * max(|λ_i|, |λ_j|)``; clusters
     are the connected runs of the sorted values. Returns int64 (*batch, K).
+    ``ascending=True``: the caller knows ``vals`` sorted along the last
+    dimension (the same labels, without the sort and its inverse permutation).
     """
     K = vals.shape[-1]
-    order = torch.argsort(vals, dim=-1)
-    sv = torch.gather(vals, -1, order)
     if K <= 1:
-        return torch.zeros_like(order)
+        return torch.zeros(vals.shape, dtype=torch.int64, device=vals.device)
+    if ascending:
+        sv = vals
+    else:
+        order = torch.argsort(vals, dim=-1)
+        sv = torch.gather(vals, -1, order)
     gap = sv[..., 1:] - sv[..., :-1]
-    tol = atol.unsqueeze(-1) + rtol * torch.maximum(sv[..., 1:].abs(), sv[..., :-1].abs())
+    mag = sv.abs()
+    tol = atol.unsqueeze(-1) + rtol * torch.maximum(mag[..., 1:], mag[..., :-1])
     new = (gap > tol).to(torch.int64)
-    lab_sorted = torch.cat([torch.zeros_like(new[..., :1]), torch.cumsum(new, dim=-1)], dim=-1)
+    lab_sorted = torch.nn.functional.pad(torch.cumsum(new, dim=-1), (1, 0))
+    if ascending:
+        return lab_sorted
     labels = torch.empty_like(lab_sorted)
     labels.scatter_(-1, order, lab_sorted)
     return labels
+
+
+def any_linked_pair(vals: torch.Tensor, atol: torch.Tensor, rtol: float) -> bool:
+    """True when :func:`cluster_labels` would put two eigenvalues of one row in a cluster (one host sync).
+
+    Linked runs of the sorted values are clusters, so a cluster of two or more exists exactly when
+    some pair of sorted neighbours is linked; fewer operations than forming the labels."""
+    if vals.shape[-1] <= 1:
+        return False
+    sv = torch.sort(vals, dim=-1).values
+    lo, hi = sv[..., :-1], sv[..., 1:]
+    tol = atol.unsqueeze(-1) + rtol * torch.maximum(hi.abs(), lo.abs())
+    return not bool(((hi - lo) > tol).all())  # the negation of cluster_labels' test (NaN links)
 
 
 def cluster_mask(labels: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
+from torch._functorch.utils import unwrap_dead_wrappers
 
 from ._checks import check_existence
 from ._clusters import cluster_mask
@@ -33,7 +35,7 @@ from ._second_order import (
     near_degenerate_mask,
     with_near_degenerate,
 )
-from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order
+from ._solve_fn import ShiftedSolve, first_order_only, guard_second_order, run_solver
 
 N_AUX = 6  # LE, XE, labels, cut, BXE, atol
 
@@ -75,11 +77,32 @@ def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol):
     return XE, BXE, gX, Lbar, Xbar
 
 
+def _plain():
+    """True when nothing records operations: no grad mode, no torch.func transform and no forward-AD
+    level (a backward on dual tensors carries tangents, and the marks must raise there). Then the
+    derivative's marks (:func:`_first_order`) and the solve's Function (``ShiftedSolve``) would be
+    dropped anyway, and are skipped (each autograd.Function call costs ~20 µs of Python)."""
+    return (not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
+            and _forward_ad._current_level < 0)
+
+
 def _first_order(d, A, B):
+    if _plain():
+        return d
     return guard_second_order(first_order_only(d), A, B)
 
 
 class DenseEig(torch.autograd.Function):
+    @classmethod
+    def apply(cls, A, B, k, largest, solver, opts):
+        """``torch.autograd.Function.apply`` without its binding of default arguments (``forward``
+        has none, so it changes nothing; ``inspect.signature`` costs ~20 µs a call). Under torch.func
+        transforms, torch's own ``apply``."""
+        if torch._C._are_functorch_transforms_active():
+            return super().apply(A, B, k, largest, solver, opts)
+        args = unwrap_dead_wrappers((A, B, k, largest, solver, opts))
+        return super(torch.autograd.Function, cls).apply(*args)
+
     @staticmethod
     def forward(A, B, k, largest, solver, opts):
         check_broadening(solver, opts)
@@ -117,6 +140,12 @@ class DenseEig(torch.autograd.Function):
         factory = ctx.factory
         if ctx.opts.broadening is not None:  # Lorentzian broadening (BackwardOptions), applied by the factory
             factory = functools.partial(factory, broadening=ctx.opts.broadening)
+
+        if _plain():
+            def solve(R, shifts):
+                return run_solver(factory, handle, atol, rtol, R, shifts, XE, torch.ones_like(D))
+
+            return solve
 
         def solve(R, shifts):
             return ShiftedSolve.apply(R, shifts, XE, torch.ones_like(D), atol, factory, rtol, *handle)

@@ -56,6 +56,10 @@ def split_solve(R, L, X, BX, D, solve: Solve, broadening=None, inner: Inner = _l
     and the complement system is deflated of every computed pair.
     """
     C = inner(X, R)  # (*b, K, c)
+    if inner is _local_inner and X.shape[-1] == X.shape[-2]:
+        # all n eigenpairs computed (eigh): the complement is empty, G^⊥_j r_j^⊥ = 0 (its computed
+        # value is rounding, B-projected away below), so the solver is not called
+        return X @ (inverse_gaps(L, D, broadening) * C)
     Rperp = R - BX @ C
     Yperp = solve(Rperp, L)
     Yperp = Yperp - X @ inner(BX, Yperp)  # B-orthogonal to all computed columns

@@ -47,7 +47,12 @@ def solve_with_guards(solver, A, B, k: int, n: int, largest: bool, opts: Backwar
             atol = atol_f * sol.scale.to(LE.dtype)
         else:
             atol = torch.full(sol.scale.shape, atol_f, dtype=LE.dtype, device=LE.device)
-        labels = cluster_labels(LE, atol, rtol)
+        # the dense solvers return ascending eigenvalues; the guards continue them upwards (smallest)
+        ascending = getattr(solver, "ascending", False) and (not largest or m == 0)
+        labels = cluster_labels(LE, atol, rtol, ascending=ascending)
+        if m == 0:  # no guards (k = n): nothing beyond the boundary, so no cluster is cut
+            XE = sol.eigenvectors.clone()  # never an alias of the returned X (below)
+            return sol, LE, XE, labels, torch.zeros(labels.shape, dtype=torch.bool, device=labels.device), atol, rtol
         # boundary eigenvalue: the largest computed (smallest mode) or the smallest (largest mode)
         b_idx = 0 if largest else k - 1
         boundary = labels[..., b_idx : b_idx + 1]

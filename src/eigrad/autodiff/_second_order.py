@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import concrete, existence_violations
-from ._clusters import cluster_labels, cluster_mask
+from ._clusters import any_linked_pair, cluster_labels, cluster_mask
 from ._formulas import jvp_terms, sym, vjp_terms
 from ._solve_fn import first_order_only, guard_second_order, run_solver
 
@@ -195,10 +195,11 @@ def near_degenerate_mask(L, X, Xbar, atol):
         return None
     if tuple(Lc.shape) != tuple(L.shape):  # vmapped over the matrices: clusters per slice, not Python data
         return None
-    soft = cluster_labels(Lc, atolc * eps ** (1 / 4 - 1 / 2), eps ** (1 / 4))
-    k = Lc.shape[-1]
-    if bool((torch.zeros_like(soft).scatter_add_(-1, soft, torch.ones_like(soft)) <= 1).all()):
+    soft_atol, soft_rtol = atolc * eps ** (1 / 4 - 1 / 2), eps ** (1 / 4)
+    if not any_linked_pair(Lc, soft_atol, soft_rtol):
         return None  # no near-degenerate pair
+    soft = cluster_labels(Lc, soft_atol, soft_rtol)
+    k = Lc.shape[-1]
     v1, _, size = existence_violations(Xc, soft, None, Xbarc)
     ok = (v1 <= 1e3 * eps) | (size <= 1)
     ok = ok.reshape(-1, *soft.shape).all(0)  # every vmapped cotangent must allow it

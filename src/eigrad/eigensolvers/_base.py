@@ -28,6 +28,28 @@ class SolveHandle:
     factory: Callable[[Sequence[torch.Tensor], float, float], object]
 
 
+class _Deferred:
+    """A dataclass field that may be given as a zero-argument callable, called on the first read.
+
+    For auxiliary results that most callers never read (the dense solvers' residual norms: only
+    ``eigsh_ex`` reports them), so that computing them costs nothing otherwise."""
+
+    def __set_name__(self, owner, name):
+        self._slot = name  # the instance dict keeps the field's own name (EigSolution(**sol.__dict__) works)
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            raise AttributeError  # a required field (dataclasses: no default)
+        value = obj.__dict__[self._slot]
+        if callable(value) and not torch.is_tensor(value):
+            value = value()
+            obj.__dict__[self._slot] = value
+        return value
+
+    def __set__(self, obj, value):
+        obj.__dict__[self._slot] = value
+
+
 @dataclasses.dataclass(frozen=True)
 class EigSolution:
     """Result of a forward eigensolve.
@@ -39,7 +61,8 @@ class EigSolution:
     eigenvectors : Tensor (*batch, n, k)
         B-orthonormal: ``Xᵀ B X = I``.
     residual_norms : Tensor (*batch, k)
-        ``‖A x_i - λ_i B x_i‖``.
+        ``‖A x_i - λ_i B x_i‖``; a solver may pass a zero-argument callable
+        instead, called when the attribute is first read.
     n_iter : int
         Iterations (1 for direct solvers).
     status : str
@@ -59,7 +82,7 @@ class EigSolution:
 
     eigenvalues: torch.Tensor
     eigenvectors: torch.Tensor
-    residual_norms: torch.Tensor
+    residual_norms: torch.Tensor = _Deferred()
     n_iter: int
     status: str
     guard_eigenvalues: torch.Tensor

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .._scaling import ldexp, pow2_exponent
+from .._scaling import in_safe_range, ldexp, pow2_exponent
 
 
 def cholesky_of_B(B: torch.Tensor) -> torch.Tensor:  # (*batch, n, n) -> lower (*batch, n, n)
@@ -75,7 +75,14 @@ def scaled_standard_form(A: torch.Tensor, B: torch.Tensor | None):
     and the reduced matrix is scaled once more: LAPACK's tridiagonal
     eigensolvers return wrong eigenvalues without an error below
     ``max|C| ≈ 1e-153`` (float64) and fail above ``1e154``.
+
+    For ``B = None`` and every ``max|A|`` already in the safe range
+    (:func:`eigrad._scaling.in_safe_range`, about ``1e±77`` in float64) ``A``
+    is returned unscaled and ``s`` is ``None`` (one host synchronization instead
+    of the scaling's dozen small operations; the results differ by rounding only).
     """
+    if B is None and in_safe_range(A):
+        return A, None, None
     a = pow2_exponent(A)
     As = ldexp(A, -a)
     if B is None:
@@ -88,7 +95,11 @@ def scaled_standard_form(A: torch.Tensor, B: torch.Tensor | None):
 
 
 def unscale_eigenvalues(mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """``λ = μ · 2**-s``, or a ``ValueError`` when the eigenvalues leave the dtype's range."""
+    """``λ = μ · 2**-s``, or a ``ValueError`` when the eigenvalues leave the dtype's range.
+
+    ``s = None`` (an unscaled problem in the safe range, :func:`scaled_standard_form`): ``μ`` itself."""
+    if s is None:
+        return mu
     lam = ldexp(mu, -s, dims=1)
     if not mu.shape[-1]:
         return lam
