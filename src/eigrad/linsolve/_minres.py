@@ -35,13 +35,16 @@ the answer is never used silently.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable
 
 import torch
+from torch._C import _functorch
 
 from .. import _monitor
 from .._errors import ConvergenceError
+from .._scaling import ldexp, pow2_exponent
 from ..operators import LinearOperator, OperatorSpec
 
 
@@ -195,10 +198,52 @@ class ProjectedMinres:
             Y = self(Rf, sf, X, Mf)
             return Y.reshape(n, *batch, c).movedim(0, -2)
         with torch.no_grad():
-            self._knorm = torch.zeros((), dtype=R.real.dtype, device=R.device)
-            self.n_matvec = 0
-            self._progress_base = (0, 0, R.shape[-1])
-            return self._solve(R, shifts, X, M)
+            scaled = self._scaled(R, shifts, X)
+            if scaled is not None:  # far outside the range where norms' squares are safe
+                solver, Rs, ss, Xs, back = scaled
+                try:
+                    Z = solver._entry(Rs, ss, Xs, M)
+                finally:
+                    self.n_iter, self.n_matvec = solver.n_iter, solver.n_matvec + 1
+                    self.relative_residuals = solver.relative_residuals
+                return ldexp(Z, back.unsqueeze(-2), dims=0)
+            return self._entry(R, shifts, X, M)
+
+    def _entry(self, R, shifts, X, M):
+        self._knorm = torch.zeros((), dtype=R.real.dtype, device=R.device)
+        self.n_matvec = 0
+        self._progress_base = (0, 0, R.shape[-1])
+        return self._solve(R, shifts, X, M)
+
+    def _scaled(self, R, shifts, X):
+        """The problem in units where every norm is safe, when it is not already (else ``None``).
+
+        MINRES squares norms: beyond ``‖A‖, ‖r‖ ≈ 1e±150`` they over- or underflow. With ``2^b`` the
+        scale of ``B`` (even; read off the B-orthonormal ``X ~ 2^(-b/2)``), ``2^a = 2^b max|λ|`` that
+        of ``A`` and ``2^c`` that of each right-hand side, ``K = A - λB`` becomes
+        ``K_s = 2^-a K = A_s - μ B_s`` (``A_s = 2^-a A``, ``B_s = 2^-b B``, ``μ = 2^(b-a) λ``,
+        ``X_s = 2^(b/2) X`` B_s-orthonormal, the preconditioner ``2^a M``), ``K_s z = 2^-c r``, and
+        ``y = 2^(c-a) z``: exact powers of two (any exponents would do; these make the norms O(1)),
+        the same projections. Unbatched, unwrapped tensors only (the iterative eigensolvers' case;
+        under torch.func the exponents could not be read)."""
+        if len(self.A.shape) != 2 or any(_functorch.is_functorch_wrapped_tensor(t) for t in (R, shifts, X)):
+            return None
+        lam = shifts if self.evals is None else torch.cat([shifts.reshape(-1), self.evals.reshape(-1)])
+        b = -2 * pow2_exponent(X.reshape(-1), dims=1) if self.B is not None else torch.zeros((), dtype=torch.int64)
+        a = b + pow2_exponent(lam.reshape(-1), dims=1)
+        c = pow2_exponent(R.mT, dims=1)  # (*b, c)
+        limit = 256
+        if not (bool(a.abs() > limit) or bool(b.abs() > limit) or bool((c.abs() > limit).any())):
+            return None
+        s = copy.copy(self)
+        s.A = _Pow2(self.A, a)
+        s.B = None if self.B is None else _Pow2(self.B, b)
+        s.evals = None if self.evals is None else ldexp(self.evals, b - a, dims=0)
+        if self.precond is not None:
+            T = self.precond
+            s.precond = lambda U: ldexp(T(U), a, dims=0)
+        half = torch.div(b, 2, rounding_mode="floor")
+        return s, ldexp(R, -c.unsqueeze(-2), dims=0), ldexp(shifts, b - a, dims=0), ldexp(X, half, dims=0), c - a
 
     def _solve(self, R, shifts, X, M):
         dtype = R.dtype
@@ -375,6 +420,17 @@ class ProjectedMinres:
                 "preconditioner in BackwardOptions(linsolve_preconditioner=...), or None."
             )
         return torch.sqrt(b2.clamp_min(0))
+
+
+class _Pow2(LinearOperator):
+    """``2^-e M`` through ``matmat`` (exact)."""
+
+    def __init__(self, M, e):
+        self.M, self.e = M, e
+        self.shape, self.dtype, self.device = M.shape, M.dtype, M.device
+
+    def matmat(self, X):
+        return ldexp(self.M.matmat(X), -self.e, dims=0)
 
 
 @dataclasses.dataclass(frozen=True)
