@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import eigrad
+from eigrad import testing
 
 CT = torch.complex128
 N = 10
@@ -37,15 +38,11 @@ def _gen(seed):
 
 
 def random_unitary(n, gen, batch=()):
-    G = torch.randn(*batch, n, n, dtype=CT, generator=gen)
-    Q, R = torch.linalg.qr(G)
-    d = torch.diagonal(R, dim1=-2, dim2=-1)
-    return Q * (d / d.abs()).unsqueeze(-2)
+    return testing.random_unitary(n, seed=gen, batch_shape=batch, dtype=CT)
 
 
 def random_hermitian(n, gen, batch=()):
-    G = torch.randn(*batch, n, n, dtype=CT, generator=gen)
-    return 0.5 * (G + G.mH)
+    return testing.random_hermitian(n, seed=gen, batch_shape=batch, dtype=CT)
 
 
 def random_hpd(n, gen, cond=8.0):
@@ -549,3 +546,14 @@ def test_complex_report_speaks_of_conjugate_transposes():
         torch.autograd.grad(((X[:, 0].conj() @ c).abs() ** 2), A)
     msg = str(rec[0].message)
     assert "x_i x_iᴴ" in msg and "skew(X_gᴴ X̄_g)" in msg and "x_iᵀ" not in msg, msg
+
+
+def test_testing_generators_for_complex():
+    """eigrad.testing.random_unitary / random_hermitian: unitary, Hermitian, seeded without global RNG."""
+    state = torch.random.get_rng_state()
+    Q = testing.random_unitary(6, seed=3, batch_shape=(2,))
+    H = testing.random_hermitian(6, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.testing.assert_close(Q.mH @ Q, torch.eye(6, dtype=CT).expand(2, 6, 6), rtol=0, atol=1e-13)
+    assert torch.equal(H, H.mH) and H.is_complex()
+    torch.testing.assert_close(testing.random_unitary(6, seed=3, batch_shape=(2,)), Q, rtol=0, atol=0)

@@ -20,6 +20,7 @@ import scipy.sparse
 import torch
 
 import eigrad
+from eigrad import testing
 
 CT = torch.complex128
 K = 5
@@ -58,9 +59,7 @@ def lattice(side=6, flux=0.15, seed=0):
 
 
 def random_unitary(n, gen):
-    Q, R = torch.linalg.qr(torch.randn(n, n, dtype=CT, generator=gen))
-    d = torch.diagonal(R)
-    return Q * (d / d.abs())
+    return testing.random_unitary(n, seed=gen, dtype=CT)
 
 
 def planted(seed=3):

@@ -18,6 +18,7 @@ import torch
 from torch.autograd import forward_ad
 
 import eigrad
+from eigrad import testing
 
 CT = torch.complex128
 N = 6
@@ -39,15 +40,11 @@ def _gen(seed):
 
 
 def random_unitary(n, gen, batch=()):
-    G = torch.randn(*batch, n, n, dtype=CT, generator=gen)
-    Q, R = torch.linalg.qr(G)
-    d = torch.diagonal(R, dim1=-2, dim2=-1)
-    return Q * (d / d.abs()).unsqueeze(-2)
+    return testing.random_unitary(n, seed=gen, batch_shape=batch, dtype=CT)
 
 
 def random_hermitian(n, gen, batch=()):
-    G = torch.randn(*batch, n, n, dtype=CT, generator=gen)
-    return 0.5 * (G + G.mH)
+    return testing.random_hermitian(n, seed=gen, batch_shape=batch, dtype=CT)
 
 
 def planted(vals, seed, batch=()):

@@ -32,9 +32,11 @@ __all__ = [
     "clustered_spectrum",
     "invariant_loss",
     "planted",
+    "random_hermitian",
     "random_orthogonal",
     "random_spd",
     "random_symmetric",
+    "random_unitary",
 ]
 
 def as_generator(seed: int | torch.Generator = 0) -> torch.Generator:
@@ -60,6 +62,26 @@ def random_orthogonal(
     Q, R = torch.linalg.qr(G)
     Q = Q * torch.sign(torch.diagonal(R, dim1=-2, dim2=-1)).unsqueeze(-2)
     return Q.to(dtype=dtype, device=device)
+
+
+def random_unitary(
+    n: int, *, seed: int | torch.Generator = 0, batch_shape: Sequence[int] = (), dtype=torch.complex128, device="cpu"
+) -> torch.Tensor:
+    """Haar-random unitary ``Q`` (*batch_shape, n, n): QR of a complex Gaussian (drawn in ``dtype``), phases of R's diagonal fixed."""
+    gen = as_generator(seed)
+    G = torch.randn(*batch_shape, n, n, dtype=dtype, generator=gen)
+    Q, R = torch.linalg.qr(G)
+    d = torch.diagonal(R, dim1=-2, dim2=-1)
+    return (Q * (d / d.abs()).unsqueeze(-2)).to(device)
+
+
+def random_hermitian(
+    n: int, *, seed: int | torch.Generator = 0, batch_shape: Sequence[int] = (), dtype=torch.complex128, device="cpu"
+) -> torch.Tensor:
+    """Hermitian Gaussian ``(G + Gᴴ)/2`` (*batch_shape, n, n), ``G`` complex Gaussian drawn in ``dtype``."""
+    gen = as_generator(seed)
+    G = torch.randn(*batch_shape, n, n, dtype=dtype, generator=gen)
+    return (0.5 * (G + G.mH)).to(device)
 
 
 def random_symmetric(
