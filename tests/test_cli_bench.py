@@ -141,3 +141,32 @@ def test_forward_backward_rows(tmp_path):
     assert float(s["forward s"]) + float(s["backward s"]) == pytest.approx(float(row["wall s"]), rel=0.02, abs=2e-3)
     assert int(s["backward preconditioner applications"]) > 0  # MINRES ran preconditioned
     assert float(s["Hellmann–Feynman error"]) < 1e-10  # ∂Σλ/∂v = Σ_i x_i², through the operator's VJP
+
+
+def test_pencil_rows_and_thread_counts(tmp_path):
+    """The FEM pencil suite: eigrad's defaults forward+backward against scipy's shift-invert, once per thread count."""
+    pytest.importorskip("skfem")
+    rc, _, _ = _run(["bench", "--suite", "pencil", "--fem-sizes", "8,16", "--threads", "1,2", "-k", "4",
+                     "--in-process", "--methods", "scipy-si,eigrad-fwd+bwd", "--out", str(tmp_path)])
+    assert rc == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## FEM pencils — 1 thread" in text and "## FEM pencils — 2 threads" in text
+    tables = _tables(text)
+    assert len(tables) == 2
+    for rows in tables:
+        assert {(r["element"], r["S"], r["method"]) for r in rows} == {
+            (e, S, m) for e in ("P1", "P2") for S in ("8", "16") for m in ("scipy-si", "eigrad-fwd+bwd")}
+        for r in rows:
+            ref = next(t for t in rows if (t["element"], t["S"]) == (r["element"], r["S"]) and t["method"] == "scipy-si")
+            assert float(r["× scipy-si"]) == pytest.approx(float(r["wall s"]) / float(ref["wall s"]), rel=0.02, abs=2e-3)
+            assert r["n"] == str((int(r["S"]) - 1) ** 2)
+            assert float(r["max rel. residual"]) <= 1e-8 and float(r["max rel. Δλ vs ref"]) < 1e-10
+            if r["method"] == "eigrad-fwd+bwd":  # its split is reported, and its counts above n = 200 (iterative)
+                assert float(r["forward s"]) + float(r["backward s"]) == pytest.approx(float(r["wall s"]), rel=0.02,
+                                                                                      abs=2e-3)
+                assert int(r["n"]) <= 200 or (int(r["fwd matvecs/solves"]) > 0 and int(r["bwd iterations"]) > 0)
+
+
+def test_pencil_size_errors(tmp_path):
+    rc, _, err = _run(["bench", "--suite", "pencil", "--fem-sizes", "7", "--out", str(tmp_path / "r")])
+    assert rc == 2 and "FEM sizes S must be even" in err

@@ -18,6 +18,7 @@ from .autodiff._operator_function import OperatorConfig, OperatorEig
 from .autodiff._triangle import read_triangle
 from .eigensolvers import DenseEigh, LapackSubset
 from .eigensolvers._materialize import Materialized
+from ._threads import block_columns, solver_threads
 from .operators import LinearOperator, as_operator
 from .operators._scipy import is_scipy_linear_operator, is_scipy_sparse
 
@@ -212,10 +213,13 @@ def _empty_operator_result(A, B) -> "EigResult":
 
 def _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, opts, progress=False) -> "EigResult":
     """``eigsh`` for sparse / matrix-free ``A`` or ``B``: gradients to the operators' tensors."""
-    if check_k(k, as_operator(A, name="A").n, allow_zero=True) == 0:
-        return _empty_operator_result(A, B)
-    cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progress)
-    out = OperatorEig.apply(cfg, *tensors)
+    A = as_operator(A, name="A")
+    # conversions, checks and the solve with the threads of eigrad/_threads.py (small blocks: one torch thread)
+    with solver_threads(A.n, block_columns(A.shape, k + opts.n_guard if isinstance(k, int) else 1)):
+        if check_k(k, A.n, allow_zero=True) == 0:
+            return _empty_operator_result(A, B)
+        cfg, tensors = _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progress)
+        out = OperatorEig.apply(cfg, *tensors)
     return EigResult(out[0], out[1])
 
 

@@ -69,8 +69,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     from ._bench import BenchConfig, run_bench
 
     cfg = BenchConfig(
-        suite=args.suite, full=args.full, sizes=args.sizes, grid_sizes=args.grid_sizes,
-        methods=args.methods.split(",") if args.methods else None, threads=args.threads, k=args.k,
+        suite=args.suite, full=args.full, sizes=args.sizes, grid_sizes=args.grid_sizes, fem_sizes=args.fem_sizes,
+        methods=args.methods.split(",") if args.methods else None, threads=args.threads[0] if len(args.threads) == 1 else tuple(args.threads), k=args.k,
         repeats=args.repeats, cap=args.cap, in_process=args.in_process, out=args.out,
         command="eigrad bench " + " ".join(args.argv),
     )
@@ -90,24 +90,30 @@ def _add_bench(subparsers) -> None:
         description=(
             "Runs the benchmark suites, dense partial (k smallest pairs, forward + backward, vs "
             "torch.linalg.eigh and xitorch) and matrix-free (3D grid operator, forward vs scipy ARPACK, "
-            "PRIMME, torch.lobpcg and xitorch; eigrad forward + backward vs ARPACK's forward), against whichever peers are installed (missing ones are "
-            "skipped with a note), and writes OUT/report.md (tables with ratios) and OUT/plot.png "
-            "(time against n, log-log). Each suite runs in child processes with --threads threads; a "
-            "matrix-free method that exceeds --cap seconds is not run at larger sizes."
+            "PRIMME, torch.lobpcg and xitorch; eigrad forward + backward vs ARPACK's forward) and pencil "
+            "(P1/P2 FEM K x = λ M x from scikit-fem; eigrad's defaults forward + backward vs scipy shift-invert, "
+            "ARPACK, PRIMME and torch.lobpcg forwards), against whichever peers are installed (missing ones are "
+            "skipped with a note), and writes OUT/report.md (tables with ratios, matvecs, peak memory) and "
+            "OUT/plot.png (time against n, log-log). Each suite runs in child processes with --threads threads "
+            "(once per count when several are given); a matrix-free or pencil method that exceeds --cap seconds "
+            "is not run at larger sizes."
         ),
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
-                      help="small sizes, dense n = 100,200,400, grid N = 16,24, cap 10 s (default; ~1-2 min on 2 cores)")
+                      help="small sizes, dense n = 100,200,400, grid N = 16,24, FEM S = 32,64, cap 10 s (default; ~1-2 min on 2 cores)")
     size.add_argument("--full", action="store_true",
-                      help="dense n = 500,1000,2000,4000, grid N = 32,48,64, cap 120 s (tens of minutes)")
-    p.add_argument("--suite", default="all", help="dense, matrix-free or all (default all)")
+                      help="dense n = 500,1000,2000,4000, grid N = 32,48,64, FEM S = 80,160,320, cap 120 s (tens of minutes)")
+    p.add_argument("--suite", default="all", help="dense, matrix-free, pencil or all (default all)")
     p.add_argument("--out", default="bench-report", metavar="DIR",
                    help="folder for report.md and plot.png (default ./bench-report)")
-    p.add_argument("--threads", type=int, default=2, help="threads per run, torch and BLAS (default 2)")
+    p.add_argument("--threads", type=_int_list, default=[2],
+                   help="threads per run, torch and BLAS (default 2); several, e.g. 1,2: every suite once per count")
     p.add_argument("--sizes", type=_int_list, default=None, help="dense sizes n, e.g. 100,200 (overrides the preset)")
     p.add_argument("--grid-sizes", type=_int_list, default=None,
                    help="matrix-free grid sizes N (n = N³), e.g. 8,12 (overrides the preset)")
+    p.add_argument("--fem-sizes", type=_int_list, default=None,
+                   help="FEM pencil sizes S (P1 on S×S squares, P2 on S/2×S/2; n = (S-1)²), e.g. 32,64")
     p.add_argument("--methods", default=None, help="comma-separated methods to run (default: all installed)")
     p.add_argument("-k", type=int, default=8, help="number of eigenpairs (default 8)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per dense method and size (median)")

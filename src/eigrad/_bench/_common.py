@@ -39,8 +39,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_line(threads: int) -> str:
-    """One line describing where the numbers were taken."""
+def machine_line(threads) -> str:
+    """One line describing where the numbers were taken (``threads``: a count, or several as text)."""
     import scipy
     import torch
 

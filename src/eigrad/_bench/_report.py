@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _dense, _matrix_free
+from . import _dense, _matrix_free, _pencil
 from ._common import fmt, machine_line, md_table
 
 
@@ -95,21 +95,75 @@ def _fwd_bwd_block(records: list[dict]) -> list[str]:
     return ["", "Forward+backward rows, split:", "", md_table(header, rows)] if rows else []
 
 
+def pencil_section(records: list[dict], notes: list[str], k: int) -> list[str]:
+    import numpy as np
+
+    notes = list(notes)
+    key = lambda r: (r["element"], r["S"])  # noqa: E731
+    ref = {key(r): r for r in records if r["method"] == _pencil.REFERENCE and "error" not in r}
+    rows = []
+    for r in records:
+        m = r["method"]
+        if "error" in r:
+            notes.append(f"{r['element']} S={r['S']} `{m}`: {r['error']}")
+            rows.append([r["element"], str(r["S"]), str(r["n"]), m, f"see note {len(notes)}", *[""] * 8])
+            continue
+        t = ref.get(key(r))
+        dl = "-"
+        if t and len(t["eigenvalues"]) == len(r["eigenvalues"]):
+            a, b = np.array(r["eigenvalues"]), np.array(t["eigenvalues"])
+            dl = f"{np.max(np.abs(a - b) / np.abs(b)):.1e}"
+        rows.append([
+            r["element"], str(r["S"]), str(r["n"]), m, fmt(r["wall"]), fmt(r["wall"] / t["wall"]) if t else "-",
+            fmt(r["forward_s"]) if "forward_s" in r else "-", fmt(r["backward_s"]) if "backward_s" in r else "-",
+            str(r.get("n_matvec", "-")), str(r.get("bwd_iterations", "-")), f"{r['max_rel_residual']:.1e}", dl,
+            f"{r['peak_rss_mb']:.0f}",
+        ])
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    header = ["element", "S", "n", "method", "wall s", "× scipy-si", "forward s", "backward s",
+              "fwd matvecs/solves", "bwd iterations", "max rel. residual", "max rel. Δλ vs ref", "peak RSS MB"]
+    return [
+        "## FEM pencils",
+        "",
+        f"The k = {k} smallest eigenpairs of `K x = λ M x`: Laplace stiffness and consistent mass of P1 "
+        "elements on S × S squares and P2 on S/2 × S/2 (scikit-fem, unit square, Dirichlet boundary condensed; "
+        "n = (S-1)² both). Ratios are wall time over scipy's shift-invert forward; eigrad's row is its "
+        "forward plus the backward. Peak RSS is the child process's (its sizes run in increasing order).",
+        "",
+        *[f"- `{m}`: {_pencil.DESCRIPTION[m]}" for m in methods],
+        "",
+        md_table(header, rows) if rows else "No method ran.",
+        *_notes_block(notes),
+    ]
+
+
+#: suite -> (its section, its plot title, the plotted time of a record)
+_SECTIONS = {
+    "dense": (dense_section, "dense partial: forward + backward", lambda r: r["forward"] + r["backward"]),
+    "matrix-free": (matrix_free_section, "matrix-free: forward, or forward+backward (wall)", lambda r: r["wall"]),
+    "pencil": (pencil_section, "FEM pencils: peers' forward, eigrad forward+backward (wall)", lambda r: r["wall"]),
+}
+
+
 def write_report(results: dict, cfg, path: str, plot_name: str) -> str:
-    """Write the markdown report of ``results`` (suite -> (records, notes)) to ``path``."""
+    """Write the markdown report of ``results`` ((suite, threads) -> (records, notes)) to ``path``."""
+    counts = list(dict.fromkeys(t for _, t in results)) or [cfg.threads]
     lines = [
         "# eigrad benchmark report",
         "",
         f"Command: `{cfg.command}`",
         "",
-        f"Machine: {machine_line(cfg.threads)}. Wall times on a shared machine are noisy; compare ratios "
-        "taken in the same run.",
+        f"Machine: {machine_line(', '.join(map(str, counts)))}. Wall times on a shared machine are noisy; "
+        "compare ratios taken in the same run.",
         "",
     ]
-    if "dense" in results:
-        lines += dense_section(*results["dense"], k=cfg.k) + [""]
-    if "matrix-free" in results:
-        lines += matrix_free_section(*results["matrix-free"], k=cfg.k) + [""]
+    for t in counts:
+        for suite, (section, _, _) in _SECTIONS.items():
+            if (suite, t) in results:
+                part = section(*results[suite, t], k=cfg.k)
+                if len(counts) > 1:
+                    part[0] += f" — {t} thread{'s' if t > 1 else ''}"
+                lines += part + [""]
     lines += ["## Plot", "", f"![time against n, log-log]({plot_name})", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -117,31 +171,31 @@ def write_report(results: dict, cfg, path: str, plot_name: str) -> str:
 
 
 def write_plot(results: dict, path: str) -> str:
-    """Time against n per method (log-log), one panel per suite; written with matplotlib's Agg backend."""
+    """Time against n per method (log-log), one panel per suite (every thread count in it); written with
+    matplotlib's Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        (suite, title, key)
-        for suite, title, key in (
-            ("dense", "dense partial: forward + backward", lambda r: r["forward"] + r["backward"]),
-            ("matrix-free", "matrix-free: forward, or forward+backward (wall)", lambda r: r["wall"]),
-        )
-        if suite in results
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for ax, (suite, title, key) in zip(axes[0], panels):
-        records = [r for r in results[suite][0] if "error" not in r]
-        for m in dict.fromkeys(r["method"] for r in records):
-            pts = sorted((r["n"], key(r)) for r in records if r["method"] == m)
-            ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=m)
+    suites = [s for s in _SECTIONS if any(key[0] == s for key in results)] or ["dense"]
+    counts = list(dict.fromkeys(t for _, t in results))
+    fig, axes = plt.subplots(1, len(suites), figsize=(6 * len(suites), 4.5), squeeze=False)
+    for ax, suite in zip(axes[0], suites):
+        _, title, time_of = _SECTIONS[suite]
+        labelled = False
+        for t in counts:
+            records = [r for r in results.get((suite, t), ([], []))[0] if "error" not in r]
+            for m in dict.fromkeys((r["method"], r.get("element")) for r in records):
+                pts = sorted((r["n"], time_of(r)) for r in records if (r["method"], r.get("element")) == m)
+                label = m[0] + (f" {m[1]}" if m[1] else "") + (f" ({t} thr)" if len(counts) > 1 else "")
+                ax.loglog([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+                labelled = True
         ax.set_xlabel("n")
         ax.set_ylabel("seconds")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        if records:
+        if labelled:
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -21,12 +21,13 @@ import tempfile
 import time
 from typing import Callable, Sequence
 
-from . import _dense, _matrix_free
+from . import _dense, _matrix_free, _pencil
 from ._common import missing_peer, thread_env
 
-SUITES = ("dense", "matrix-free", "all")
-QUICK = {"sizes": (100, 200, 400), "grid_sizes": (16, 24), "repeats": 2, "cap": 10.0}
-FULL = {"sizes": (500, 1000, 2000, 4000), "grid_sizes": (32, 48, 64), "repeats": 3, "cap": 120.0}
+SUITES = ("dense", "matrix-free", "pencil", "all")
+QUICK = {"sizes": (100, 200, 400), "grid_sizes": (16, 24), "fem_sizes": (32, 64), "repeats": 2, "cap": 10.0}
+FULL = {"sizes": (500, 1000, 2000, 4000), "grid_sizes": (32, 48, 64), "fem_sizes": (80, 160, 320), "repeats": 3,
+        "cap": 120.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,9 @@ class BenchConfig:
     full: bool = False
     sizes: Sequence[int] | None = None  # dense n
     grid_sizes: Sequence[int] | None = None  # matrix-free N (n = N³)
-    methods: Sequence[str] | None = None  # restrict to these (both suites); None: all installed
-    threads: int = 2
+    fem_sizes: Sequence[int] | None = None  # pencil S (n = (S-1)², P1 and P2)
+    methods: Sequence[str] | None = None  # restrict to these (every suite); None: all installed
+    threads: int | Sequence[int] = 2  # several: every suite runs once per thread count
     k: int = 8
     repeats: int | None = None
     cap: float | None = None  # seconds per (method, size)
@@ -55,9 +57,9 @@ def validate(cfg: BenchConfig) -> None:
     """Raise ValueError on a configuration that cannot run, before anything is timed."""
     if cfg.suite not in SUITES:
         raise ValueError(f"unknown suite {cfg.suite!r}; pass one of {', '.join(SUITES)}")
-    if cfg.threads < 1 or cfg.k < 1:
+    if min(thread_counts(cfg)) < 1 or cfg.k < 1:
         raise ValueError(f"--threads and -k must be positive; got {cfg.threads} and {cfg.k}")
-    known = set(_dense.METHODS) | set(_matrix_free.METHODS)
+    known = set(_dense.METHODS) | set(_matrix_free.METHODS) | set(_pencil.METHODS)
     unknown = sorted(set(cfg.methods or ()) - known)
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; pass any of {', '.join(sorted(known))}")
@@ -65,6 +67,15 @@ def validate(cfg: BenchConfig) -> None:
         raise ValueError(f"dense sizes must exceed 2·k = {2 * cfg.k}; got {list(cfg.preset('sizes'))}")
     if cfg.suite in ("matrix-free", "all") and min(cfg.preset("grid_sizes")) ** 3 <= 2 * cfg.k:
         raise ValueError(f"grid sizes N need N³ > 2·k = {2 * cfg.k}; got {list(cfg.preset('grid_sizes'))}")
+    if cfg.suite in ("pencil", "all"):
+        bad = [S for S in cfg.preset("fem_sizes") if S < 4 or S % 2 or (S - 1) ** 2 <= 2 * cfg.k]
+        if bad:
+            raise ValueError(f"FEM sizes S must be even, >= 4, with (S-1)² > 2·k = {2 * cfg.k}; got {bad}")
+
+
+def thread_counts(cfg: BenchConfig) -> list[int]:
+    """The thread counts of ``cfg`` as a list (``threads`` may be one count or several)."""
+    return [cfg.threads] if isinstance(cfg.threads, int) else list(cfg.threads)
 
 
 def _select(all_methods, cfg: BenchConfig) -> tuple[list[str], list[str]]:
@@ -175,23 +186,63 @@ def run_matrix_free(cfg: BenchConfig, log) -> tuple[list[dict], list[str]]:
     return recs, notes
 
 
+def run_pencil(cfg: BenchConfig, log) -> tuple[list[dict], list[str]]:
+    """One child per (element, method) running the sizes in increasing order; a size over the cap ends it."""
+    import importlib.util
+
+    if importlib.util.find_spec("skfem") is None:
+        return [], ["the FEM pencil suite was skipped: `scikit-fem` is not installed (`pip install scikit-fem`)"]
+    methods, notes = _select(_pencil.METHODS, cfg)
+    cap, sizes = cfg.preset("cap"), list(cfg.preset("fem_sizes"))
+    recs: list[dict] = []
+    for element in _pencil.ELEMENTS:
+        for m in methods:
+            if cfg.in_process:
+                got, err = [], None
+                for S in sizes:
+                    try:
+                        got.append(_pencil.run_method(m, element, S, cfg.k))
+                    except Exception as exc:  # noqa: BLE001 - reported in the table
+                        err = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                        break
+                    log(_pencil.log_line(got[-1]))
+            else:
+                got, err = _child(["pencil", "--method", m, "--element", element, "--sizes", *map(str, sizes),
+                                   "-k", str(cfg.k)], cfg, step_timeout=cap, log=log)
+            recs += got
+            for i, S in enumerate(sizes[len(got):]):
+                reason = err if i == 0 else f"skipped (stopped at S = {sizes[len(got)]})"
+                recs.append({"suite": "pencil", "method": m, "element": element, "S": S, "n": (S - 1) ** 2,
+                             "k": cfg.k, "error": reason})
+                if i == 0:
+                    log(f"pencil {element} S={S:4d} {m:15s} {reason}")
+    recs.sort(key=lambda r: (_pencil.ELEMENTS.index(r["element"]), r["S"], _pencil.METHODS.index(r["method"])))
+    return recs, notes
+
+
+#: suite name -> its runner, in report order
+RUNNERS = {"dense": run_dense, "matrix-free": run_matrix_free, "pencil": run_pencil}
+
+
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> tuple[str, str]:
-    """Run the suites of ``cfg``, write ``report.md`` and ``plot.png`` under ``cfg.out``; return their paths."""
+    """Run the suites of ``cfg`` (once per thread count), write ``report.md`` and ``plot.png`` under
+    ``cfg.out``; return their paths."""
     from ._report import write_plot, write_report
 
     validate(cfg)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    results = {}
+    results = {}  # (suite, threads) -> (records, notes)
     import torch
 
     saved_threads = torch.get_num_threads()
-    if cfg.in_process:  # children set their own; scipy's BLAS keeps this process's setting
-        torch.set_num_threads(cfg.threads)
     try:
-        if cfg.suite in ("dense", "all"):
-            results["dense"] = run_dense(cfg, log)
-        if cfg.suite in ("matrix-free", "all"):
-            results["matrix-free"] = run_matrix_free(cfg, log)
+        for t in thread_counts(cfg):
+            one = dataclasses.replace(cfg, threads=t)
+            if cfg.in_process:  # children set their own; scipy's BLAS keeps this process's setting
+                torch.set_num_threads(t)
+            for suite, runner in RUNNERS.items():
+                if cfg.suite in (suite, "all"):
+                    results[suite, t] = runner(one, log)
     finally:
         torch.set_num_threads(saved_threads)
     os.makedirs(cfg.out, exist_ok=True)
@@ -214,6 +265,11 @@ def _child_main(argv=None) -> None:
     m.add_argument("--sizes", type=int, nargs="+", required=True)
     m.add_argument("-k", type=int, default=8)
     m.add_argument("--threads", type=int, default=1)
+    f = sub.add_parser("pencil")
+    f.add_argument("--method", required=True)
+    f.add_argument("--element", required=True)
+    f.add_argument("--sizes", type=int, nargs="+", required=True)
+    f.add_argument("-k", type=int, default=10)
     a = p.parse_args(argv)
     import torch
 
@@ -228,11 +284,17 @@ def _child_main(argv=None) -> None:
 
     if a.suite == "dense":
         _dense.run_suite(a.sizes, a.methods, k=a.k, repeats=a.repeats, max_seconds=a.cap, log=log, emit=emit)
-    else:
+    elif a.suite == "matrix-free":
         for N in a.sizes:
             print("BEGIN", flush=True)
             r = _matrix_free.run_method(a.method, N, a.k, a.threads)
             log(_matrix_free.log_line(r))
+            emit([r])
+    else:
+        for S in a.sizes:
+            print("BEGIN", flush=True)
+            r = _pencil.run_method(a.method, a.element, S, a.k)
+            log(_pencil.log_line(r))
             emit([r])
 
 

@@ -25,6 +25,7 @@ import torch
 from .._info import Recorded, RecordedFactory
 from .._options import BackwardOptions
 from .._scaling import ldexp, pow2_exponent
+from .._threads import block_columns, solver_threads
 from ..linsolve._minres import MinresFactory
 from ..operators import DenseOperator, OperatorSpec
 from ..operators._sparse import SparseOperator
@@ -158,6 +159,15 @@ def _rebuild(spec, tensors):
     return None if spec is None else spec.rebuild(tensors)
 
 
+def _probe_of(A, columns: int):
+    """One product of ``A`` with a fixed block of ``columns`` vectors: what :func:`solver_threads` times."""
+    def probe():
+        gen = torch.Generator(device=A.device).manual_seed(0)
+        A.matmat(torch.randn(*A.shape[:-1], columns, dtype=A.dtype, device=A.device, generator=gen))
+
+    return probe
+
+
 def operator_solve(cfg: OperatorConfig, tensors):
     """Rebuild and check the operators, solve with guards (no grad).
 
@@ -167,17 +177,19 @@ def operator_solve(cfg: OperatorConfig, tensors):
     with torch.no_grad():
         A = cfg.spec_A.rebuild(tensors[: cfg.n_A])
         B = _rebuild(cfg.spec_B, tensors[cfg.n_A :])
-        check_operator_values("A", A, track_captured=cfg.grad_mode)
-        if B is not None:
-            check_operator_values("B", B, track_captured=cfg.grad_mode)
-        if isinstance(A, DenseOperator):
-            A = DenseOperator(0.5 * (A.A + A.A.mH))
-        if isinstance(B, DenseOperator):
-            B = DenseOperator(0.5 * (B.A + B.A.mH))
-        sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
-            cfg.solver, A, B, cfg.k, A.n, cfg.largest, cfg.opts, X0=cfg.X0, preconditioner=cfg.preconditioner
-        )
-        BXE = XE if B is None else B.matmat(XE)
+        columns = cfg.k + cfg.opts.n_guard
+        with solver_threads(A.n, block_columns(A.shape, columns), probe=_probe_of(A, columns)):  # eigrad/_threads.py
+            check_operator_values("A", A, track_captured=cfg.grad_mode)
+            if B is not None:
+                check_operator_values("B", B, track_captured=cfg.grad_mode)
+            if isinstance(A, DenseOperator):
+                A = DenseOperator(0.5 * (A.A + A.A.mH))
+            if isinstance(B, DenseOperator):
+                B = DenseOperator(0.5 * (B.A + B.A.mH))
+            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
+                cfg.solver, A, B, cfg.k, A.n, cfg.largest, cfg.opts, X0=cfg.X0, preconditioner=cfg.preconditioner
+            )
+            BXE = XE if B is None else B.matmat(XE)
     return sol, LE, XE, labels, cut, atol, BXE
 
 
@@ -303,6 +315,16 @@ class OperatorEig(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gL, gX, *rest):
+        saved = ctx.saved_tensors
+        XE = saved[1]  # (*b, n, K): the backward's blocks have K columns per problem
+        n, columns = XE.shape[-2], XE.numel() // max(XE.shape[-2], 1)
+        with torch.no_grad():
+            A = ctx.spec_A.rebuild([t.detach() for t in saved[N_AUX + ctx.n_handle :][: ctx.n_A]])
+        with solver_threads(n, columns, probe=lambda: A.matmat(XE.detach())):  # eigrad/_threads.py
+            return OperatorEig._backward(ctx, gL, gX, *rest)
+
+    @staticmethod
+    def _backward(ctx, gL, gX, *rest):
         LE, XE, labels, cut, BXE, atol, handle, tensors = OperatorEig._unpack(ctx, ctx.saved_tensors)
         n_A = ctx.n_A
         needs = ctx.needs_input_grad[1:]
