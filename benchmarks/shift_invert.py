@@ -48,16 +48,10 @@ def build(problem: str):
 
     kind, size = problem.split(":")
     size = int(size)
-    if kind == "fem":
-        import skfem
-        from skfem.models.poisson import laplace, mass
+    if kind == "fem":  # P1 on size × size squares: the pencil eigrad bench's suite defines
+        from eigrad._bench._pencil import fem_pencil
 
-        mesh = skfem.MeshTri.init_tensor(np.linspace(0, 1, size + 1), np.linspace(0, 1, size + 1))
-        basis = skfem.Basis(mesh, skfem.ElementTriP1())
-        inner = basis.complement_dofs(basis.get_dofs())
-        K = laplace.assemble(basis)[inner][:, inner].tocsr()
-        M = mass.assemble(basis)[inner][:, inner].tocsr()
-        return K, M
+        return fem_pencil("P1", size)
     if kind == "lap2d":
         T = sp.diags([-np.ones(size - 1), 2 * np.ones(size), -np.ones(size - 1)], [-1, 0, 1])
         eye = sp.identity(size)
@@ -68,16 +62,6 @@ def build(problem: str):
         A = sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye) + sp.kron(sp.kron(eye, eye), T)
         return (A * (size + 1) ** 2).tocsr(), None
     raise ValueError(f"unknown problem {problem!r}; pass fem:M or lap3d:N")
-
-
-def _torch_sparse(S, requires_grad):
-    import numpy as np
-    import torch
-
-    C = S.tocoo()
-    idx = torch.from_numpy(np.vstack([C.row, C.col]).astype(np.int64))
-    vals = torch.from_numpy(C.data.copy()).requires_grad_(requires_grad)
-    return torch.sparse_coo_tensor(idx, vals, C.shape, check_invariants=False), vals
 
 
 def run(problem: str, method: str, k: int):
@@ -99,11 +83,12 @@ def run(problem: str, method: str, k: int):
         out["lam"] = sorted(float(v) for v in vals)[:3]
     else:
         import eigrad
+        from eigrad._bench._pencil import torch_sparse
 
         solver = {"eigrad-si": "shift-invert", "eigrad-si-lu": eigrad.solvers.ShiftInvert(backward="lu"),
                   "eigrad-auto": "auto", "eigrad-arpack": "arpack"}[method]
-        At, vals_leaf = _torch_sparse(A, True)
-        Bt = None if B is None else _torch_sparse(B, False)[0]
+        At, vals_leaf = torch_sparse(A, True)
+        Bt = None if B is None else torch_sparse(B, False)[0]
         w = torch.from_numpy(np.random.default_rng(0).uniform(0.5, 1.5, n))
         t0 = time.perf_counter()
         L, X, info = eigrad.eigsh_ex(At, k, B=Bt, solver=solver)
