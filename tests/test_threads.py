@@ -63,3 +63,28 @@ def test_eigsh_on_an_operator_restores_threads_after_forward_and_backward(two_th
     Xd = torch.linalg.eigh(A.detach().to_dense())[1][:, :3]
     P = Xd @ Xd.T
     assert torch.allclose(vals.grad, P[idx[0], idx[1]], atol=1e-7)
+
+
+@pytest.mark.parametrize(("fast_at", "expected"), [(1, 1), (2, 2)])
+def test_large_blocks_keep_the_faster_count(two_threads, fast_at, expected):
+    """Above SERIAL_BELOW a probe is timed at both counts; the caller's count is kept only when clearly faster."""
+    import time
+
+    calls = []
+
+    def probe():
+        calls.append(torch.get_num_threads())
+        time.sleep(0.002 if torch.get_num_threads() == fast_at else 0.02)
+
+    with _threads.solver_threads(_threads.SERIAL_BELOW, 2, probe=probe) as chosen:
+        assert chosen == expected == torch.get_num_threads()
+    assert sorted(set(calls)) == [1, 2]
+    assert torch.get_num_threads() == 2
+
+
+def test_a_tie_keeps_one_thread(two_threads):
+    import time
+
+    with _threads.solver_threads(_threads.SERIAL_BELOW, 2, probe=lambda: time.sleep(0.005)) as chosen:
+        assert chosen == 1  # not faster by PARALLEL_MARGIN: one thread
+    assert torch.get_num_threads() == 2

@@ -320,7 +320,9 @@ class OperatorEig(torch.autograd.Function):
         n, columns = XE.shape[-2], XE.numel() // max(XE.shape[-2], 1)
         with torch.no_grad():
             A = ctx.spec_A.rebuild([t.detach() for t in saved[N_AUX + ctx.n_handle :][: ctx.n_A]])
-        with solver_threads(n, columns, probe=lambda: A.matmat(XE.detach())):  # eigrad/_threads.py
+        # no timing probe under torch.func (vmapped cotangents): the caller's thread count, or one for small blocks
+        probe = None if torch._C._functorch.is_functorch_wrapped_tensor(XE) else (lambda: A.matmat(XE.detach()))
+        with solver_threads(n, columns, probe=probe):  # eigrad/_threads.py
             return OperatorEig._backward(ctx, gL, gX, *rest)
 
     @staticmethod
