@@ -9,7 +9,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import eigrad
 from eigrad._scaling import SAFE_EXPONENT, in_safe_range
-from eigrad.autodiff._clusters import any_linked_pair, cluster_labels
+from eigrad.autodiff._clusters import any_linked_pair, cluster_labels, simple_spectrum
+from eigrad.autodiff._formulas import full_simple_vjp, sym, vjp_terms
+from eigrad.linsolve import eigenbasis_factory
 from eigrad.testing import random_symmetric
 
 
@@ -40,9 +42,10 @@ def test_small_dense_call_reads_few_values_on_the_host(call):
     loss = L.sum() + (X**2 * torch.arange(X.shape[-1], dtype=X.dtype)).sum()
     bwd, _ = _reads(lambda: torch.autograd.grad(loss, A))
     # forward: the input check and the safe-range test (+1 for eigsh: does a cluster run past the guards);
-    # backward: the existence pre-check and the near-degenerate pre-check (it was 6 reads in all for eigh)
+    # backward: one pre-check of a simple spectrum (simple_spectrum: no cluster, cut or near pair; it was
+    # 6 reads in all for eigh)
     assert fwd <= (2 if call == "eigh" else 3)
-    assert bwd <= 2
+    assert bwd <= 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex128])
@@ -114,3 +117,36 @@ def test_backward_on_dual_tensors_still_refuses_second_order():
         loss = (X[:, 0] ** 4).sum() + L.sum()
         with pytest.raises(RuntimeError, match="does not yet differentiate its own backward"):
             torch.autograd.grad(loss, Ad)
+
+
+def test_simple_spectrum_agrees_with_the_cluster_helpers():
+    """simple_spectrum is True exactly when no cluster, cut or near-degenerate (eps^(1/4)) pair exists."""
+    gen = torch.Generator().manual_seed(4)
+    eps = torch.finfo(torch.float64).eps
+    for gap in (1.0, 1e-3, 1e-5, 1e-9, 0.0):
+        vals = torch.randn(20, 6, generator=gen, dtype=torch.float64).sort(-1).values
+        vals[:, 3] = vals[:, 2] + gap  # may break the order: unsorted rows are sorted by the helper
+        atol = torch.full((20,), eps**0.5, dtype=torch.float64)
+        labels = cluster_labels(vals, atol, eps**0.5)
+        none = torch.zeros(20, 6, dtype=torch.bool)
+        near = any_linked_pair(vals, atol * eps**-0.25, eps**0.25)
+        assert simple_spectrum(vals, labels, none, atol, eps**0.5) == (not near)
+        cut = none.clone()
+        cut[5, 1] = True
+        assert not simple_spectrum(vals, labels, cut, atol, eps**0.5)
+    nan = torch.tensor([[0.0, float("nan"), 2.0]], dtype=torch.float64)
+    assert not simple_spectrum(nan, torch.tensor([[0, 0, 1]]), None, torch.ones(1, dtype=torch.float64), 1e-8)
+
+
+@pytest.mark.parametrize("cotangents", ["both", "values", "vectors"])
+def test_full_simple_vjp_equals_the_general_formula(cotangents):
+    """The fast full-eigenbasis gradient (MATH.md, "Full decomposition") against vjp_terms with D = I."""
+    gen = torch.Generator().manual_seed(5)
+    A = random_symmetric(7, seed=gen, batch_shape=(3,))
+    L, X = torch.linalg.eigh(A)
+    Lbar = None if cotangents == "vectors" else torch.randn(3, 7, generator=gen, dtype=torch.float64)
+    Xbar = None if cotangents == "values" else torch.randn(3, 7, 7, generator=gen, dtype=torch.float64)
+    D = torch.eye(7, dtype=torch.bool).expand(3, 7, 7)
+    solve = eigenbasis_factory((L, X), torch.zeros(3, dtype=torch.float64), 0.0)
+    LA, _ = vjp_terms(L, X, X, D, Lbar, Xbar, lambda R, s: solve(R, s, X, None), need_B=False)
+    torch.testing.assert_close(full_simple_vjp(L, X, Lbar, Xbar), sym(LA @ X.mT), rtol=0, atol=1e-12)

@@ -69,3 +69,36 @@ def split_labels(vals: torch.Tensor, labels: torch.Tensor, atol: torch.Tensor) -
     out = torch.empty_like(lab_sorted)
     out.scatter_(-1, order, lab_sorted)
     return out
+
+
+#: the near-degenerate ("soft") tolerances of a differentiable backward, relative to the first-order
+#: ones (``_second_order.near_degenerate_mask``): ``atol·eps^(-1/4)`` and ``rtol = eps^(1/4)``
+def soft_tolerances(atol: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    eps = torch.finfo(dtype).eps
+    return atol * eps ** (1 / 4 - 1 / 2), eps ** (1 / 4)
+
+
+def simple_spectrum(vals: torch.Tensor, labels: torch.Tensor, cut: torch.Tensor, atol: torch.Tensor,
+                    rtol: float, ascending: bool = False) -> bool:
+    """True when no two eigenvalues of a row share a cluster of ``labels``, none is ``cut``, and no two
+    are near-degenerate (within :func:`soft_tolerances`): one host sync.
+
+    Then MATH.md's existence conditions hold trivially for a real problem, the mask ``D`` is ``I`` and
+    the near-degenerate mask has nothing to mask, so a backward may skip all three. ``labels`` come
+    from :func:`cluster_labels` with ``(atol, rtol)``; with ``rtol <= eps^(1/4)`` (the default is
+    ``√eps``) every linked pair is also near-degenerate, so they are not read. ``cut`` may be ``None``
+    (no guard computed: nothing can be cut). ``ascending``: the caller knows ``vals`` sorted.
+    """
+    K = vals.shape[-1]
+    soft_atol, soft_rtol = soft_tolerances(atol, vals.dtype)
+    bad = None
+    if K > 1:
+        sv = vals if ascending else torch.sort(vals, dim=-1).values
+        lo, hi = sv[..., :-1], sv[..., 1:]
+        tol = soft_atol.unsqueeze(-1) + soft_rtol * torch.maximum(-lo, hi)  # max(|lo|, |hi|), as lo <= hi
+        bad = ~((hi - lo) > tol).all()  # NaN gaps count as near
+        if rtol > soft_rtol:
+            bad = bad | (labels.amax(dim=-1) != K - 1).any()  # ids 0..C-1 per row: all simple iff C = K
+    if cut is not None:
+        bad = cut.any() if bad is None else bad | cut.any()
+    return bad is None or not bool(bad)

@@ -21,9 +21,9 @@ import torch.autograd.forward_ad as _forward_ad
 from torch._functorch.utils import unwrap_dead_wrappers
 
 from ._checks import check_existence
-from ._clusters import cluster_mask
+from ._clusters import cluster_mask, simple_spectrum
 from ._forward import checked_symmetric, solve_with_guards
-from ._formulas import jvp_terms, sym, vjp_terms
+from ._formulas import full_simple_vjp, jvp_terms, sym, vjp_terms
 from ._degenerate import DegenerateVJP, adapted_frame, cluster_frames, vmapped, whole_clusters
 from ._second_order import (
     DenseKernel,
@@ -57,19 +57,20 @@ def _pad(t, m, dim):
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
 
 
-def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol):
+def backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol, simple=False):
     """The eigen-Functions' backward prelude: ``(XE, BXE, gX, Λ̄, X̄)``, cotangents padded on the guards.
 
     With a frame ``gF`` (reverse-over-reverse at a repeated eigenvalue) the wanted columns and ``gX``
     are rotated into it (``_degenerate.adapted_frame``, which checks what applies to such a
-    cotangent); otherwise MATH.md's existence conditions are checked.
+    cotangent); otherwise MATH.md's existence conditions are checked, unless ``simple``
+    (:func:`_simple`: a real problem with no cluster, cut or near-degenerate pair, where both hold).
     """
     k = ctx.k
     m = LE.shape[-1] - k
     if gF is not None:
         XE, BXE, gX = adapted_frame(gF, XE, BXE, gL, gX, labels, ctx.opts)
     Lbar, Xbar = _pad(gL, m, -1), _pad(gX, m, -1)
-    if gF is None:
+    if gF is None and not simple:
         check_existence(
             L=LE, X=XE, labels=labels, cut=cut, Lbar=Lbar, Xbar=Xbar, k=k, largest=ctx.largest,
             opts=ctx.opts, atol=atol, caller=ctx.opts._caller,
@@ -84,6 +85,19 @@ def _plain():
     dropped anyway, and are skipped (each autograd.Function call costs ~20 µs of Python)."""
     return (not torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active()
             and _forward_ad._current_level < 0)
+
+
+def _simple(ctx, LE, XE, labels, cut, atol, gF) -> bool:
+    """True when the first-order backward may skip the existence checks, the cluster mask and the
+    near-degenerate mask (:func:`~eigrad.autodiff._clusters.simple_spectrum`, one host sync): a real
+    problem, no frame cotangent and no torch.func transform (whose saved tensors are wrapped)."""
+    if gF is not None or XE.is_complex() or torch._C._are_functorch_transforms_active():
+        return False
+    rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
+    guards = LE.shape[-1] > ctx.k
+    # the dense solvers' eigenvalues are ascending, and so are the guards after them (smallest)
+    ascending = ctx.ascending and not (guards and ctx.largest)
+    return simple_spectrum(LE, labels, cut if guards else None, atol, rtol, ascending=ascending)
 
 
 def _first_order(d, A, B):
@@ -131,6 +145,7 @@ class DenseEig(torch.autograd.Function):
         ctx.save_for_forward(*aux, A, B, output[0], output[1], output[-1])
         ctx.k, ctx.largest, ctx.opts = k, largest, opts
         ctx.factory = solver.handle_factory
+        ctx.ascending = getattr(solver, "ascending", False)
         ctx.has_B = B is not None
         ctx.B_requires_grad = B is not None and B.requires_grad
 
@@ -159,13 +174,14 @@ class DenseEig(torch.autograd.Function):
             return None, None, None, None, None, None
         k = ctx.k
         gF = rest[-1]
-        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol)
+        simple = _simple(ctx, LE, XE, labels, cut, atol, gF)
+        XE, BXE, gX, Lbar, Xbar = backward_cotangents(ctx, gL, gX, gF, LE, XE, BXE, labels, cut, atol, simple)
         if torch.is_grad_enabled() and ctx.opts.broadening is None and gF is None:
             # create_graph=True / torch.func: a backward that is itself differentiable (MATH.md, "Second order")
-            degenerate = degenerate_clusters(labels, k)
+            degenerate = None if simple else degenerate_clusters(labels, k)
             rtol = ctx.opts.resolved_degen(LE.dtype, 1.0)[1]
             if not degenerate:
-                D = near_degenerate_mask(L, X, gX, atol)
+                D = None if simple else near_degenerate_mask(L, X, gX, atol)
                 gA, gB = differentiable_vjp(L, X, A, B, gL, gX, atol, ctx.factory, rtol, handle, D=D)
                 return gA, gB, None, None, None, None
             if whole_clusters(degenerate, k) and not vmapped(labels):
@@ -177,8 +193,10 @@ class DenseEig(torch.autograd.Function):
             mark = degenerate_guard(degenerate, LE)
         else:
             mark = _first_order
-        D = cluster_mask(labels)
-        if gF is None and ctx.opts.broadening is None:
+            if simple and not ctx.has_B and XE.shape[-1] == XE.shape[-2] and ctx.opts.broadening is None and _plain():
+                return full_simple_vjp(LE, XE, Lbar, Xbar), None, None, None, None, None
+        D = cluster_mask(labels)  # the identity when `simple`
+        if gF is None and ctx.opts.broadening is None and not simple:
             D = with_near_degenerate(D, LE, XE, Xbar, atol, k)
         solve = DenseEig._solve(ctx, LE, XE, D, atol, handle)
         LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar, solve, need_B=ctx.has_B, broadening=ctx.opts.broadening)

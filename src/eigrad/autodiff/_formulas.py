@@ -112,6 +112,23 @@ def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None, inner: Inner
     return Ld, Xd
 
 
+def full_simple_vjp(L, X, Lbar, Xbar):
+    """``Ā`` for all n eigenpairs of a standard problem (``B = I``) with every eigenvalue simple (D = I):
+    MATH.md, "Full decomposition", ``Ā = X [diag(Λ̄) + F ∘ skew(Xᴴ X̄)] Xᴴ`` with ``F_ij = 1/(λ_j - λ_i)``
+    off the diagonal, written ``herm(X [diag(Λ̄) + F ∘ (Xᴴ X̄)] Xᴴ)`` (``F`` is antisymmetric, so the
+    Hermitian part of ``F ∘ M`` is ``F ∘ skew(M)``). :func:`vjp_terms` with ``D = I`` and the eigenbasis
+    solve computes the same up to rounding through the projections ``XᴴX = I`` makes vanish; this is
+    the fast path of the small dense problems (about half the tensor operations)."""
+    if Xbar is None:
+        inner = torch.diag_embed(Lbar.to(X.dtype))
+    else:
+        # F_ij = 1/(λ_j - λ_i): ±inf on the diagonal, whose entries of F ∘ M are overwritten by Λ̄ (or 0)
+        inner = (_mH(X) @ Xbar) * (1.0 / (L.unsqueeze(-2) - L.unsqueeze(-1)))
+        diag = torch.diagonal(inner, dim1=-2, dim2=-1)
+        diag.zero_() if Lbar is None else diag.copy_(Lbar)
+    return sym((X @ inner) @ _mH(X))
+
+
 def sym(G: torch.Tensor) -> torch.Tensor:
     """``sym(G) = (G + Gᴴ)/2``: the symmetric part of a real ``G``, the Hermitian part of a complex one."""
     # an explicit transposed copy, updated in place, is ~3x faster than adding a strided view

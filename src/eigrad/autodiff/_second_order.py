@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import concrete, existence_violations
-from ._clusters import any_linked_pair, cluster_labels, cluster_mask
+from ._clusters import any_linked_pair, cluster_labels, cluster_mask, soft_tolerances
 from ._formulas import jvp_terms, sym, vjp_terms
 from ._solve_fn import first_order_only, guard_second_order, run_solver
 
@@ -195,7 +195,7 @@ def near_degenerate_mask(L, X, Xbar, atol):
         return None
     if tuple(Lc.shape) != tuple(L.shape):  # vmapped over the matrices: clusters per slice, not Python data
         return None
-    soft_atol, soft_rtol = atolc * eps ** (1 / 4 - 1 / 2), eps ** (1 / 4)
+    soft_atol, soft_rtol = soft_tolerances(atolc, L.dtype)
     if not any_linked_pair(Lc, soft_atol, soft_rtol):
         return None  # no near-degenerate pair
     soft = cluster_labels(Lc, soft_atol, soft_rtol)
