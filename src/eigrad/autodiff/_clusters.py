@@ -22,9 +22,9 @@ def cluster_labels(vals: torch.Tensor, atol: torch.Tensor, rtol: float, ascendin
     else:
         order = torch.argsort(vals, dim=-1)
         sv = torch.gather(vals, -1, order)
-    gap = sv[..., 1:] - sv[..., :-1]
-    mag = sv.abs()
-    tol = atol.unsqueeze(-1) + rtol * torch.maximum(mag[..., 1:], mag[..., :-1])
+    lo, hi = sv[..., :-1], sv[..., 1:]
+    gap = hi - lo
+    tol = atol.unsqueeze(-1) + rtol * torch.maximum(-lo, hi)  # max(|lo|, |hi|) of sorted neighbours
     new = (gap > tol).to(torch.int64)
     lab_sorted = torch.nn.functional.pad(torch.cumsum(new, dim=-1), (1, 0))
     if ascending:
