@@ -163,6 +163,10 @@ class RecordedFactory:
     unchanged). Attributes of the inner factory (``supports_broadening``) show through.
     """
 
+    #: the dense backward's closed form for simple spectra (``full_simple_vjp``) calls no solver, so it
+    #: would record nothing: a recorded eigenbasis backward takes the general path (the same numbers)
+    full_eigenbasis = False
+
     def __init__(self, factory, info: EigshInfo | None, progress: bool = False):
         self.factory, self.info, self.progress = factory, info, progress
 

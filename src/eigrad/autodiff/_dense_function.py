@@ -193,8 +193,14 @@ class DenseEig(torch.autograd.Function):
             mark = degenerate_guard(degenerate, LE)
         else:
             mark = _first_order
-            if simple and not ctx.has_B and XE.shape[-1] == XE.shape[-2] and ctx.opts.broadening is None and _plain():
-                return full_simple_vjp(LE, XE, Lbar, Xbar), None, None, None, None, None
+            if simple and not ctx.has_B and ctx.opts.broadening is None and _plain():
+                if XE.shape[-1] == XE.shape[-2]:  # eigh: all n pairs
+                    return full_simple_vjp(LE, XE, Lbar, Xbar), None, None, None, None, None
+                if getattr(ctx.factory, "full_eigenbasis", False):  # k < n, the whole eigenbasis in the handle
+                    Lf, Xf = handle
+                    offset = Lf.shape[-1] - k if ctx.largest else 0
+                    gA = full_simple_vjp(LE[..., :k], XE[..., :k], gL, gX, Lf, Xf, offset)
+                    return gA, None, None, None, None, None
         D = cluster_mask(labels)  # the identity when `simple`
         if gF is None and ctx.opts.broadening is None and not simple:
             D = with_near_degenerate(D, LE, XE, Xbar, atol, k)

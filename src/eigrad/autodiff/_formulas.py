@@ -112,21 +112,32 @@ def jvp_terms(L, X, BX, D, AdX, BdX, solve: Solve, broadening=None, inner: Inner
     return Ld, Xd
 
 
-def full_simple_vjp(L, X, Lbar, Xbar):
-    """``Ā`` for all n eigenpairs of a standard problem (``B = I``) with every eigenvalue simple (D = I):
-    MATH.md, "Full decomposition", ``Ā = X [diag(Λ̄) + F ∘ skew(Xᴴ X̄)] Xᴴ`` with ``F_ij = 1/(λ_j - λ_i)``
-    off the diagonal, written ``herm(X [diag(Λ̄) + F ∘ (Xᴴ X̄)] Xᴴ)`` (``F`` is antisymmetric, so the
-    Hermitian part of ``F ∘ M`` is ``F ∘ skew(M)``). :func:`vjp_terms` with ``D = I`` and the eigenbasis
-    solve computes the same up to rounding through the projections ``XᴴX = I`` makes vanish; this is
-    the fast path of the small dense problems (about half the tensor operations)."""
+def full_simple_vjp(L, X, Lbar, Xbar, Lf=None, Xf=None, offset=0):
+    """``Ā`` of a standard problem (``B = I``) from its whole eigenbasis, every wanted eigenvalue simple
+    (D = I): MATH.md, "Full decomposition", ``Ā = X [diag(Λ̄) + F ∘ skew(Xᴴ X̄)] Xᴴ`` with
+    ``F_ij = 1/(λ_j - λ_i)`` off the diagonal, written ``herm(X [diag(Λ̄) + F ∘ (Xᴴ X̄)] Xᴴ)`` (``F`` is
+    antisymmetric, so the Hermitian part of ``F ∘ M`` is ``F ∘ skew(M)``).
+
+    ``L`` (*b, k), ``X`` (*b, n, k) the wanted pairs; for ``k < n`` the whole eigenbasis ``Lf``
+    (*b, n), ``Xf`` (*b, n, n) with the wanted at columns ``offset .. offset + k``: the projected
+    shifted solves are then diagonal in it, ``Ā = herm(Xf [F ∘ (Xfᴴ X̄) + E_Λ̄] Xᴴ)``, ``F_ij =
+    1/(λ_j - λf_i)`` and ``E_Λ̄`` holding ``Λ̄_j`` at row ``offset + j``. :func:`vjp_terms` with ``D = I``
+    and the eigenbasis solve computes the same up to rounding through projections that ``XᴴX = I``
+    makes vanish; this is the fast path of small dense problems (about half the tensor operations).
+    """
+    if Lf is None:
+        Lf, Xf = L, X
+    k = L.shape[-1]
     if Xbar is None:
-        inner = torch.diag_embed(Lbar.to(X.dtype))
+        inner = Xf.new_zeros(*Lf.shape, k)
     else:
-        # F_ij = 1/(λ_j - λ_i): ±inf on the diagonal, whose entries of F ∘ M are overwritten by Λ̄ (or 0)
-        inner = (_mH(X) @ Xbar) * (1.0 / (L.unsqueeze(-2) - L.unsqueeze(-1)))
-        diag = torch.diagonal(inner, dim1=-2, dim2=-1)
-        diag.zero_() if Lbar is None else diag.copy_(Lbar)
-    return sym((X @ inner) @ _mH(X))
+        # F_ij = 1/(λ_j - λf_i): ±inf where i is j's own row, whose entries are overwritten by Λ̄ (or 0)
+        inner = (_mH(Xf) @ Xbar) * (1.0 / (L.unsqueeze(-2) - Lf.unsqueeze(-1)))
+    # out of place: the legacy batched cotangents (autograd.grad(is_grads_batched=True)) refuse copy_ into
+    # an unbatched tensor
+    vals = torch.zeros_like(L) if Lbar is None else Lbar
+    inner = torch.diagonal_scatter(inner, vals.to(inner.dtype), offset=-offset, dim1=-2, dim2=-1)
+    return sym((Xf @ inner) @ _mH(X))
 
 
 def sym(G: torch.Tensor) -> torch.Tensor:

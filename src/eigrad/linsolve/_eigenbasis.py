@@ -48,3 +48,6 @@ def eigenbasis_factory(tensors, atol, rtol, broadening=None):
 
 #: this factory applies ``BackwardOptions(broadening=...)``
 eigenbasis_factory.supports_broadening = True
+#: its handle is the whole eigenbasis ``(evals (*b,n), evecs (*b,n,n))``, ascending (the dense backward's
+#: closed form for simple spectra reads it, ``autodiff._formulas.full_simple_vjp``)
+eigenbasis_factory.full_eigenbasis = True
