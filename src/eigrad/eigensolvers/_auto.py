@@ -40,6 +40,7 @@ from __future__ import annotations
 import importlib.util
 
 from ._arpack import Arpack
+from ._block_lanczos import BlockLanczos
 from ._lobpcg import LOBPCG
 from ._primme import Primme
 from ._shift_invert import ShiftInvert
@@ -51,7 +52,8 @@ from ._sparse_factor import effective_dimension
 _SHIFT_INVERT_MAX_DIMENSION = 2.0
 
 #: solver names accepted by :func:`run_solver` (besides ``"auto"``)
-ITERATIVE_SOLVERS = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG, "shift-invert": ShiftInvert}
+ITERATIVE_SOLVERS = {"arpack": Arpack, "primme": Primme, "lobpcg": LOBPCG, "shift-invert": ShiftInvert,
+                     "block-lanczos": BlockLanczos}
 
 
 def primme_available() -> bool:
