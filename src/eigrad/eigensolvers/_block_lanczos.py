@@ -124,25 +124,24 @@ def _random(gen, n, q, dtype, device):
     return torch.randn(n, q, generator=gen, dtype=dtype).to(device)
 
 
-def _orthonormalize(W, V, gen):
-    """``W`` orthogonalized against orthonormal ``V`` (may be None) twice and orthonormalized (QR);
-    columns that were dependent are replaced by random ones, orthogonalized the same way."""
+def _orthonormalize(W, V, gen, projected=False):
+    """``W`` orthogonalized against orthonormal ``V`` (may be None) twice (once more if ``projected``: the
+    caller did the first pass) and orthonormalized (QR); dependent columns are replaced by random ones."""
     n, q = W.shape
     eps = torch.finfo(W.real.dtype).eps
+    passes = 1 if projected else 2
     for _ in range(4):
         norms = torch.linalg.vector_norm(W, dim=0)
         if V is not None and V.shape[-1]:
-            W = W - V @ (V.mH @ W)
-            W = W - V @ (V.mH @ W)
+            for _ in range(passes):
+                W = W - V @ (V.mH @ W)
         Qw, R = torch.linalg.qr(W)
         d = R.diagonal().abs()
         bad = ~(d > 1e3 * eps * norms.clamp_min(torch.finfo(d.dtype).tiny) * max(1, q) ** 0.5)
         if not bool(bad.any()):
-            if V is not None and V.shape[-1]:  # QR's rounding keeps orthogonality to V to ~eps·κ(W)
-                Qw = Qw - V @ (V.mH @ Qw)
-                Qw, _ = torch.linalg.qr(Qw)
             return Qw
         W = torch.where(bad.unsqueeze(0), _random(gen, n, q, W.dtype, W.device), Qw)
+        passes = 2
     raise RuntimeError("BlockLanczos could not extend its orthonormal basis with random vectors.")
 
 
@@ -169,31 +168,35 @@ def _iterate(A, X0, m, b, ncv, rtol, maxiter, gen):
             Q = _random(gen, n, b, dtype, device)
         Q = torch.cat([X0, Q[:, X0.shape[-1]:]], dim=-1)
     Q = _orthonormalize(Q, None, gen)
-    V = torch.empty(n, 0, dtype=dtype, device=device)
-    AV = torch.empty_like(V)
+    cap = ncv + 2 * b + 2 * m + 8  # room for widened blocks
+    Vbuf = torch.empty(n, cap, dtype=dtype, device=device)  # the basis, in place (no copies per step)
+    d = 0
     H = torch.empty(0, 0, dtype=dtype, device=device)
-    nu = torch.zeros((), dtype=V.real.dtype, device=device)
+    nu = torch.zeros((), dtype=Vbuf.real.dtype, device=device)
     n_mv, steps, settle = 0, 0, 0
     eps = torch.finfo(nu.dtype).eps
     for cycle in range(1, maxiter + 1):
         while True:
             AQ = A.matmat(Q)
-            n_mv += Q.shape[-1]
+            q = Q.shape[-1]
+            n_mv += q
             steps += 1
             if not bool(torch.isfinite(AQ).all()):
                 raise ValueError(nonfinite_message("A.matmat", f"at BlockLanczos step {steps}"))
-            coef = torch.cat([V, Q], dim=-1).mH @ AQ  # (dim + b, b)
-            V = torch.cat([V, Q], dim=-1)
-            AV = torch.cat([AV, AQ], dim=-1)
-            d0 = H.shape[-1]
-            Hn = torch.zeros(V.shape[-1], V.shape[-1], dtype=dtype, device=device)
+            if d + 2 * q > Vbuf.shape[-1]:
+                Vbuf = torch.cat([Vbuf, torch.empty(n, 2 * q, dtype=dtype, device=device)], dim=-1)
+            Vbuf[:, d:d + q] = Q
+            d0, d = d, d + q
+            V = Vbuf[:, :d]
+            coef = V.mH @ AQ  # (d, q): the new columns of H (first Gram–Schmidt pass)
+            Hn = torch.zeros(d, d, dtype=dtype, device=device)
             Hn[:d0, :d0] = H
             Hn[:, d0:] = coef
             Hn[d0:, :d0] = coef[:d0].mH
             H = sym(Hn)
-            Q = _orthonormalize(AQ - V @ coef, V, gen)
+            Q = _orthonormalize(AQ - V @ coef, V, gen, projected=True)
             # A V = V H + Q G with G = [0, Qᴴ A Q_last]: the older columns' products lie in span V
-            G_last = Q.mH @ AQ  # (b', b)
+            G_last = Q.mH @ AQ  # (q', q)
             theta, C = torch.linalg.eigh(H)
             nu = torch.maximum(nu, theta.abs().amax())
             mm = min(m, theta.numel())
@@ -210,7 +213,8 @@ def _iterate(A, X0, m, b, ncv, rtol, maxiter, gen):
                 conv = theta[: m + 1] if theta.numel() > m else theta[:m]
                 c = _clusters_at_least(conv, b, float(tol))
                 if c >= b:
-                    extra = _orthonormalize(_random(gen, n, c + 1 - b + 1, dtype, device), torch.cat([V, Q], -1), gen)
+                    Vq = torch.cat([V, Q], -1)
+                    extra = _orthonormalize(_random(gen, n, c + 2 - b, dtype, device), Vq, gen)
                     Q = torch.cat([Q, extra], dim=-1)
                     b = Q.shape[-1]
                     settle = 2 * steps  # the new random columns need about as many steps as the first ones
@@ -221,12 +225,13 @@ def _iterate(A, X0, m, b, ncv, rtol, maxiter, gen):
                 rho_t = relative_residuals(rnorm, theta[:m], torch.linalg.vector_norm(X, dim=0), nu)
                 if bool((rho_t <= rtol).all()):
                     return theta[:m], X, rnorm, rho_t, nu, steps, n_mv, ""
-            if V.shape[-1] + Q.shape[-1] > ncv:
+            if d + Q.shape[-1] > ncv:
                 break
         # thick restart on the best Ritz vectors (Krylov–Schur: Q kept, A Y = Y Θ + Q (G C))
-        keep = min(max(m + (m + 1) // 2 + b, ncv // 2), V.shape[-1] - Q.shape[-1])
-        Ck = C[:, :keep]
-        V, AV = V @ Ck, AV @ Ck
+        keep = min(max(m + (m + 1) // 2 + b, ncv // 2), d - Q.shape[-1])
+        Vbuf[:, :keep] = V @ C[:, :keep]
+        d = keep
+        V = Vbuf[:, :d]
         H = torch.diag(theta[:keep]).to(dtype)
     X = V[:, :m] if V.shape[-1] >= m else torch.cat([V, Q], -1)[:, :m]
     AX = A.matmat(X)
