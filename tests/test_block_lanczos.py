@@ -180,5 +180,18 @@ def test_eigsh_ex_reports_the_solver():
 
 def test_solvers_namespace_and_auto_table():
     assert eigrad.solvers.BlockLanczos is BlockLanczos
-    A = Mat(random_spd(200, 8))
-    assert type(choose_solver(A)).__name__ in ("Arpack", "BlockLanczos")
+    from eigrad.eigensolvers import Arpack
+
+    class Diag(LinearOperator):
+        def __init__(self, n, dtype=torch.float64):
+            self.d = torch.arange(1, n + 1, dtype=dtype)
+            self.shape, self.dtype, self.device = (n, n), dtype, torch.device("cpu")
+
+        def matmat(self, X):
+            return self.d.unsqueeze(-1) * X
+
+    assert isinstance(choose_solver(Diag(8000)), BlockLanczos)
+    assert isinstance(choose_solver(Diag(8000, torch.complex128)), BlockLanczos)
+    assert isinstance(choose_solver(Diag(7999)), Arpack)
+    assert not isinstance(choose_solver(Diag(8000), B=Diag(8000)), BlockLanczos)
+    assert not isinstance(choose_solver(Diag(8000), preconditioner=lambda X: X), BlockLanczos)
