@@ -184,7 +184,7 @@ def test_solvers_namespace_and_auto_table():
 
     class Diag(LinearOperator):
         def __init__(self, n, dtype=torch.float64):
-            self.d = torch.arange(1, n + 1, dtype=dtype)
+            self.d = torch.arange(1, n + 1, dtype=torch.float64).to(dtype)
             self.shape, self.dtype, self.device = (n, n), dtype, torch.device("cpu")
 
         def matmat(self, X):
