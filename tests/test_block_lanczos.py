@@ -195,3 +195,11 @@ def test_solvers_namespace_and_auto_table():
     assert isinstance(choose_solver(Diag(7999)), Arpack)
     assert not isinstance(choose_solver(Diag(8000), B=Diag(8000)), BlockLanczos)
     assert not isinstance(choose_solver(Diag(8000), preconditioner=lambda X: X), BlockLanczos)
+
+
+def test_many_fold_cluster_with_a_small_basis():
+    # a 10-fold cluster, block 2 and a small basis: widened repeatedly, the basis grows with the block
+    d = torch.cat([torch.full((10,), 0.5), torch.linspace(2, 10, 290, dtype=torch.float64)])
+    A = random_spd(300, 9, spectrum=d)
+    sol = BlockLanczos(block_size=2, ncv=16)(Mat(A), 11)
+    torch.testing.assert_close(sol.eigenvalues, torch.linalg.eigvalsh(A)[:11], rtol=1e-9, atol=0)

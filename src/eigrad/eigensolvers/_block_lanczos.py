@@ -60,7 +60,9 @@ class BlockLanczos(IterativeOptions):
         Columns of the start block (at least 2); widened automatically when
         a converged cluster has as many copies. Default 4.
     ncv : int or None
-        Basis size before a restart. ``None``: ``max(60, 3 (k + n_guard) + 2 b)``.
+        Basis size before a restart. ``None``: ``max(60, 3 (k + n_guard) + 2 b)``; at least
+        ``⌈3 (k + n_guard) / 2⌉ + 4 b`` (a restart keeps ``k + n_guard + ⌈(k + n_guard)/2⌉ + b``
+        Ritz vectors, or ``ncv / 2`` if more).
 
     Notes
     -----
@@ -102,7 +104,7 @@ class BlockLanczos(IterativeOptions):
         m = k + g
         b = self.block_size
         ncv = self.ncv if self.ncv is not None else max(60, 3 * m + 2 * b)
-        ncv = max(ncv, m + 2 * b)
+        ncv = max(ncv, m + (m + 1) // 2 + 4 * b)  # room to grow past the vectors kept at a restart
         if ncv + 2 * b >= n:
             return dense_fallback(A, B, k, g, largest)
         rtol = self.resolved_rtol(A.dtype)
@@ -219,6 +221,7 @@ def _iterate(A, X0, m, b, ncv, rtol, maxiter, gen):
                     extra = _orthonormalize(_random(gen, n, c + 2 - b, dtype, device), Vq, gen)
                     Q = torch.cat([Q, extra], dim=-1)
                     b = Q.shape[-1]
+                    ncv = max(ncv, m + (m + 1) // 2 + 4 * b)  # room to grow past the kept vectors
                     settle = 2 * steps  # the new random columns need about as many steps as the first ones
                     continue
                 AX = A.matmat(X)
