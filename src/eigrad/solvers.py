@@ -12,6 +12,7 @@ class                       options (besides ``rtol``, ``maxiter``, ``on_failure
 ==========================  ============================================================
 :class:`Arpack`             ``ncv`` (Lanczos basis), ``n_verify``, ``cg_rtol``, ``cg_maxiter``
 :class:`LOBPCG`             ``block_size``
+:class:`BlockLanczos`       ``block_size``, ``ncv`` (standard problems; every copy of a repeated eigenvalue)
 :class:`Primme`             ``method``, ``ncv``, ``block_size``, ``max_matvecs``, ``n_verify``
 :class:`ShiftInvert`        ``shift``, ``ncv``, ``n_verify``, ``backward`` (assembled sparse ``A``, ``B``)
 :class:`DenseEigh`          none (``torch.linalg.eigh``; operators are materialized)
@@ -27,10 +28,11 @@ preconditioner its ``preconditioner``.
 
 from .eigensolvers import LOBPCG as LOBPCG
 from .eigensolvers import Arpack as Arpack
+from .eigensolvers import BlockLanczos as BlockLanczos
 from .eigensolvers import DenseEigh as DenseEigh
 from .eigensolvers import IterativeOptions as IterativeOptions
 from .eigensolvers import LapackSubset as LapackSubset
 from .eigensolvers import Primme as Primme
 from .eigensolvers import ShiftInvert as ShiftInvert
 
-__all__ = ["Arpack", "LOBPCG", "Primme", "ShiftInvert", "DenseEigh", "LapackSubset", "IterativeOptions"]
+__all__ = ["Arpack", "BlockLanczos", "LOBPCG", "Primme", "ShiftInvert", "DenseEigh", "LapackSubset", "IterativeOptions"]

@@ -5,6 +5,7 @@ from ._base import SolveHandle as SolveHandle
 from ._dense import DenseEigh as DenseEigh
 from ._dense import LapackSubset as LapackSubset
 from ._arpack import Arpack as Arpack
+from ._block_lanczos import BlockLanczos as BlockLanczos
 from ._auto import ITERATIVE_SOLVERS as ITERATIVE_SOLVERS
 from ._auto import choose_solver as choose_solver
 from ._auto import run_solver as run_solver
