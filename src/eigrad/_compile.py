@@ -18,6 +18,7 @@ derivative raises ``ValueError`` (docs/guide.md, "torch.compile").
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Optional
 
@@ -52,8 +53,6 @@ def _eager_keys(fn):
     with the ``Conjugate`` and ``Negative`` dispatch keys excluded: ``A.mH`` or ``A.conj()`` inside would
     then silently *not* conjugate (measured: ``max |A - Aᴴ|`` of a Hermitian ``A`` = 3.7). The
     implementations are ordinary eager code, so those keys are restored for their duration."""
-    import functools
-
     keys = (torch._C.DispatchKey.Conjugate, torch._C.DispatchKey.Negative)
 
     @functools.wraps(fn)
