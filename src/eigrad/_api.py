@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import _compile
 from ._info import EigshInfo, Recorded
 from ._options import BackwardOptions
 from ._validation import COMPLEX_OPERATORS_UNSUPPORTED, check_dense_matrix, check_k, check_pair, check_uplo, promote_pair
@@ -314,6 +315,8 @@ def eigh(
     opts = _backward_options(backward)
     if A.numel() == 0 or (B is not None and B.numel() == 0):
         return _empty_result(A, B, n)
+    if torch.compiler.is_compiling():  # custom ops Dynamo can trace (eigrad/_compile.py)
+        return EigResult(*_compile.dense(A, B, n, False, opts, uplo))
     A, B = read_triangle(A, uplo), read_triangle(B, uplo)
     out = DenseEig.apply(A, B, n, False, DenseEigh(), opts)
     return EigResult(out[0], out[1])
@@ -430,12 +433,23 @@ def eigsh(
     if not isinstance(largest, bool):
         raise TypeError(f"largest must be a bool, received {type(largest).__name__} {largest!r}.")
     _check_progress(progress)
+    compiling = torch.compiler.is_compiling()
     if not _is_dense_tensor(A) or (B is not None and not _is_dense_tensor(B)):
+        if compiling:
+            raise _compile.unsupported("a sparse or matrix-free A or B", "pass dense tensors, or call eigrad.eigsh "
+                                       "outside the compiled function.")
         return _eigsh_operator(A, k, B, largest, solver, X0, preconditioner, _backward_options(backward), progress)
     A, B = _check_dense_inputs(A, B)
     n = A.shape[-1]
     k = check_k(k, n, allow_zero=True)
     opts = _backward_options(backward)
+    if compiling:  # custom ops Dynamo can trace (eigrad/_compile.py)
+        if progress:
+            raise _compile.unsupported("progress=True", "pass progress=False (the dense solvers do not iterate).")
+        _compile.check_solver(solver)
+        if k == 0 or A.numel() == 0 or (B is not None and B.numel() == 0):
+            return _empty_result(A, B, k)
+        return EigResult(*_compile.dense(A, B, k, largest, opts))
     s = _recorded(_dense_solver(solver, A, n, k), progress)
     if k == 0 or A.numel() == 0 or (B is not None and B.numel() == 0):
         return _empty_result(A, B, k)
@@ -490,6 +504,9 @@ def eigsh_ex(
     >>> (X[:, 0] ** 4).sum().backward()                    # doctest: +SKIP
     >>> info.backward[-1].iterations, info.backward[-1].residuals  # doctest: +SKIP
     """
+    if torch.compiler.is_compiling():
+        raise _compile.unsupported("eigrad.eigsh_ex", "call eigrad.eigsh inside the compiled function (same "
+                                   "eigenpairs), or eigsh_ex outside it for the statistics.")
     info = EigshInfo()
     token = _RECORDING.set(info)  # read by _recorded inside this call only
     try:
