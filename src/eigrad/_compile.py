@@ -117,7 +117,8 @@ def dense_eig_backward(gL: Tensor, gX: Tensor, LE: Tensor, XE: Tensor, labels: T
     F = X.new_zeros((*L.shape, k + 2))
     ctx = types.SimpleNamespace(
         saved_tensors=(LE, XE, labels, cut, BXE, atol, W, V, A, B, L, X, F), k=k, largest=largest, opts=opts,
-        factory=DenseEigh.handle_factory, has_B=B is not None, B_requires_grad=B is not None)
+        factory=DenseEigh.handle_factory, ascending=DenseEigh.ascending, has_B=B is not None,
+        B_requires_grad=B is not None)
     with torch.no_grad():
         gA, gB, *_ = DenseEig.backward(ctx, gL, gX, None)
     if gB is None:
