@@ -13,9 +13,11 @@ a ``preconditioner`` or a mass matrix ``B`` is given   ``Primme`` if installed, 
 CPU, one standard problem, no preconditioner           ``Arpack``
 =====================================================  ======================
 
-Complex Hermitian operators (on the CPU, unbatched) take ``Arpack`` for a
-standard problem without a preconditioner and ``LOBPCG`` otherwise: PRIMME and
-shift-invert do not support them yet.
+Complex Hermitian operators (on the CPU, unbatched) follow the same table
+(the real crossovers: no complex measurement moved them; the factorization's
+fill depends on the graph, not the dtype), except that PRIMME's row falls to
+``LOBPCG`` (eigrad's PRIMME adapter is real only). ``benchmarks/shift_invert.py
+--problem maglap2d:N`` measures the complex 2-D case.
 
 ARPACK was the fastest CPU solver without a preconditioner at every size
 measured (LOBPCG needs several times more dense work per operator
@@ -69,15 +71,13 @@ def choose_solver(A, B=None, preconditioner=None):
     batched = len(A.shape) > 2 or (B is not None and len(B.shape) > 2)
     if batched or A.device.type != "cpu":
         return LOBPCG()
-    if A.dtype.is_complex:  # complex Hermitian: the solvers that support it (not PRIMME, shift-invert)
-        return Arpack() if preconditioner is None and B is None else LOBPCG()
     if preconditioner is None and is_assembled(A):
         if B is not None and is_assembled(B):
             return ShiftInvert()
         if B is None and effective_dimension(A.as_scipy_csr()) < _SHIFT_INVERT_MAX_DIMENSION:
             return ShiftInvert()
-    if preconditioner is not None or B is not None:
-        return Primme() if primme_available() else LOBPCG()
+    if preconditioner is not None or B is not None:  # complex: LOBPCG (the PRIMME adapter is real only)
+        return Primme() if primme_available() and not A.dtype.is_complex else LOBPCG()
     return Arpack()
 
 
