@@ -21,6 +21,7 @@ from .eigensolvers import DenseEigh, LapackSubset
 from .eigensolvers._materialize import Materialized
 from ._threads import block_columns, solver_threads
 from .operators import LinearOperator, as_operator
+from .operators._convert import promote_pair as promote_operator_pair
 from .operators._scipy import is_scipy_linear_operator, is_scipy_sparse
 
 
@@ -146,15 +147,16 @@ def _operator_solver_any(solver, A: LinearOperator, B, n: int, preconditioner):
     return auto.resolve_solver(solver, A, B, preconditioner)
 
 
-def _check_operator_pair(A: LinearOperator, B: LinearOperator | None) -> None:
+def _check_operator_pair(A: LinearOperator, B: LinearOperator | None):
+    """``(A, B)`` checked and in one dtype (real with complex of one precision promotes:
+    :func:`eigrad.operators._convert.promote_pair`)."""
     if B is None:
-        return
+        return A, B
     if B.n != A.n:
         raise ValueError(f"B has shape {tuple(B.shape)} but A has shape {tuple(A.shape)}; B must be (n, n) with n = {A.n}.")
-    if B.dtype != A.dtype:
-        raise TypeError(f"A has dtype {A.dtype} but B has dtype {B.dtype}; convert one, e.g. B.to(A.dtype).")
     if B.device != A.device:
         raise ValueError(f"A is on {A.device} but B is on {B.device}; move them to one device.")
+    return promote_operator_pair(A, B)
 
 
 #: the EigshInfo that eigsh_ex's call of eigsh fills (None outside eigsh_ex)
@@ -179,7 +181,7 @@ def _operator_config(A, k, B, largest, solver, X0, preconditioner, opts, progres
     :func:`_recorded`."""
     Aop = as_operator(A, name="A")
     Bop = None if B is None else as_operator(B, name="B")
-    _check_operator_pair(Aop, Bop)
+    Aop, Bop = _check_operator_pair(Aop, Bop)
     n = Aop.n
     if k is None:
         k = n
@@ -203,7 +205,7 @@ def _empty_operator_result(A, B) -> "EigResult":
     """``k = 0`` for operators: empty tensors attached to the operators' floating tensors (zero gradients)."""
     Aop = as_operator(A, name="A")
     Bop = None if B is None else as_operator(B, name="B")
-    _check_operator_pair(Aop, Bop)
+    Aop, Bop = _check_operator_pair(Aop, Bop)
     batch = Aop.batch_shape if Bop is None else torch.broadcast_shapes(Aop.batch_shape, Bop.batch_shape)
     tensors = [t for op in (Aop, Bop) if op is not None for t in op.flatten()[0] if t.is_floating_point() or t.is_complex()]
     X = torch.zeros(*batch, Aop.n, 0, dtype=Aop.dtype, device=Aop.device)

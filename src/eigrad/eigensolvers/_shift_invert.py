@@ -58,7 +58,7 @@ import torch
 
 from .. import _monitor
 from ..linsolve._factored import FactorPreconditionedMinres, Factorization, ShiftedLU
-from ._arpack import Arpack, verify_no_missed
+from ._arpack import Arpack, _start, verify_no_missed
 from ._base import SolveHandle
 from ._definite import NOT_SPD, PASS_SPD, check_B_gram, check_B_positive
 from ._iterative import dense_fallback, finish, make_solution, rayleigh_ritz, relative_residuals, true_residuals
@@ -131,6 +131,9 @@ class ShiftInvert(IterativeOptions):
     backward: str = "minres"
 
     name: ClassVar[str] = "shift-invert"
+    #: complex Hermitian ``A`` (``B`` real or complex HPD): SuperLU in complex arithmetic, ARPACK's
+    #: complex shift-invert mode, inertia from the real parts of the pivots (module docstring)
+    supports_complex = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -179,7 +182,8 @@ class ShiftInvert(IterativeOptions):
         if m >= n - 1:
             return dense_fallback(A, B, k, g, largest)
         dtype, device = A.dtype, A.device
-        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        np_dtype = {torch.float64: np.float64, torch.float32: np.float32, torch.complex128: np.complex128,
+                    torch.complex64: np.complex64}[dtype]
         Acsr = Acsr.astype(np_dtype, copy=False)
         Bcsr = None if Bcsr is None else Bcsr.astype(np_dtype, copy=False)
         rtol = self.resolved_rtol(dtype)
@@ -189,26 +193,28 @@ class ShiftInvert(IterativeOptions):
         if X0 is not None:
             v0 = X0.detach().reshape(n, -1).sum(-1).cpu().numpy().astype(np_dtype)
         else:
-            v0 = np.random.default_rng(self.seed).uniform(-1.0, 1.0, n).astype(np_dtype)
+            v0 = _start(np.random.default_rng(self.seed), n, dtype).astype(np_dtype)
         start = torch.from_numpy(np.ascontiguousarray(v0)).to(device, dtype).reshape(n, 1)
         Bstart = start if B is None else B.matmat(start)
         nu0 = float(torch.linalg.vector_norm(A.matmat(start)) / torch.linalg.vector_norm(Bstart))
         arpack = _ShiftInvertArpack(fact, np_dtype, self.maxiter, self.seed)
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device, dtype)  # noqa: E731
+        real_dtype = dtype.to_real()
+        to_real = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device, real_dtype)  # noqa: E731
 
         eps = torch.finfo(dtype).eps
         reason, unverified, extra = "", "", 0
         for tol in (0.5 * rtol, 0.01 * rtol * eps**0.25):
             try:
                 vals, vecs = arpack.run(m, v0, ncv, tol)
-                vals_t, X = to(vals), to(vecs)
+                vals_t, X = to_real(vals), to(vecs)
                 vals_t, X, used = rayleigh_ritz(A, B, X, m, False)  # exactly B-orthonormal, A-orthogonal
                 extra += 2 * used
                 reason = ""
             except _NoConvergence as err:
                 reason = (f"ARPACK (shift-invert) stopped at maxiter={self.maxiter} restart cycles "
                           f"({err.n_conv}/{m} pairs converged)")
-                vals_t, X = to(err.vals), to(err.vecs).reshape(n, -1)
+                vals_t, X = to_real(err.vals), to(err.vecs).reshape(n, -1)
                 if X.shape[-1]:
                     vals_t, X, used = rayleigh_ritz(A, B, X, m, False)
                     extra += 2 * used
@@ -216,7 +222,7 @@ class ShiftInvert(IterativeOptions):
 
                 def deflated_eigsh(op, kk, v, tol_d):
                     mu, Y, complete = arpack.run_deflated(op.BX, op.s, kk, v.cpu().numpy().astype(np_dtype), tol_d)
-                    return to(mu), to(Y).reshape(n, -1), 0, complete
+                    return to_real(mu), to(Y).reshape(n, -1), 0, complete
 
                 vals_t, X, used, unverified = verify_no_missed(
                     A, B, vals_t, X, False, rtol, min(self.n_verify, n - 2), deflated_eigsh,
@@ -226,7 +232,7 @@ class ShiftInvert(IterativeOptions):
             if X.shape[-1] < m:
                 pad = m - X.shape[-1]
                 X = torch.cat([X, torch.zeros(n, pad, dtype=dtype, device=device)], dim=-1)
-                vals_t = torch.cat([vals_t, torch.full((pad,), float("nan"), dtype=dtype, device=device)])
+                vals_t = torch.cat([vals_t, torch.full((pad,), float("nan"), dtype=real_dtype, device=device)])
             rnorm, bxnorm = true_residuals(A, B, X, vals_t)
             scale = torch.clamp_min(vals_t.abs().nan_to_num(0.0).amax(), nu0 if np.isfinite(nu0) else 0.0)
             rho = relative_residuals(rnorm, vals_t, bxnorm, scale).nan_to_num(float("inf"))
@@ -247,13 +253,13 @@ class ShiftInvert(IterativeOptions):
     def _factorize(self, Acsr, Bcsr, dtype) -> Factorization:
         n = Acsr.shape[0]
         Bm = Bcsr if Bcsr is not None else scipy.sparse.identity(n, dtype=Acsr.dtype, format="csr")
-        d = Bm.diagonal().astype(np.float64)
+        d = Bm.diagonal().real.astype(np.float64)  # a Hermitian B's diagonal is real
         if not bool((d > 0).all()):
             raise ValueError(NOT_SPD + "it has a diagonal entry <= 0 (solver='shift-invert')." + PASS_SPD)
         s = 1.0 / np.sqrt(d)
         a_lo, _ = gershgorin(Acsr, s)
         b_lo, b_hi = gershgorin(Bm, s) if Bcsr is not None else (1.0, 1.0)
-        nu = float(np.abs(Acsr.diagonal() / d).max()) or 1.0
+        nu = float(np.abs(Acsr.diagonal().real / d).max()) or 1.0
         tau = float(torch.finfo(dtype).eps) ** 0.5 * nu
 
         def attempt(sigma):
@@ -343,24 +349,25 @@ class _ShiftInvertArpack:
             return spla.eigsh(f.A, k=kk, M=f.B, sigma=f.sigma, which="LM", v0=v0, ncv=ncv, maxiter=self.maxiter,
                               tol=tol, OPinv=opinv, **self.kwargs)
         except spla.ArpackNoConvergence as err:
-            vals = np.asarray(err.eigenvalues)
+            vals = np.asarray(err.eigenvalues).real
             vecs = np.asarray(err.eigenvectors).reshape(f.n, -1)
             order = np.argsort(vals)
             raise _NoConvergence(vals[order], vecs[:, order], len(vals)) from None
 
     def run(self, kk, v0, ncv, tol):
         vals, vecs = self._eigsh(self._opinv(self.fact.solve_numpy), kk, v0, ncv, tol)
+        vals = vals.real  # complex: eigs' Ritz values of a Hermitian pencil, real up to rounding
         order = np.argsort(vals)
         return vals[order], vecs[:, order]
 
     def run_deflated(self, BX: torch.Tensor, s: float, kk, v0, tol):
         """The ``kk`` eigenvalues nearest ``σ`` of ``A + s (BX)(BX)ᵀ``: its inverse shifted by ``σ`` is
-        ``K⁻¹ - W (I/s + BXᵀ W)⁻¹ Wᵀ`` with ``W = K⁻¹ BX`` (Woodbury), on the same factorization."""
+        ``K⁻¹ - W (I/s + BXᴴ W)⁻¹ Wᴴ`` with ``W = K⁻¹ BX`` (Woodbury), on the same factorization."""
         f = self.fact
         BXn = np.asfortranarray(BX.detach().cpu().numpy())
         W = f.solve_numpy(BXn)
-        C = np.eye(BXn.shape[1]) / s + BXn.T @ W
-        Cinv_Wt = np.linalg.solve(C, W.T)
+        C = np.eye(BXn.shape[1]) / s + BXn.conj().T @ W  # complex: (BX)(BX)ᴴ
+        Cinv_Wt = np.linalg.solve(C, W.conj().T)
 
         def solve(x):
             return f.solve_numpy(x) - W @ (Cinv_Wt @ x)
@@ -369,7 +376,8 @@ class _ShiftInvertArpack:
         nv = min(max(2 * kk + 1, 10), n)  # 10: fewest solves measured for kk = 1 (8-20 tried)
         try:
             mu, Y = self._eigsh(self._opinv(solve), kk, v0, nv, tol)
-            return mu, Y, True
+            order = np.argsort(mu.real)
+            return mu.real[order], Y[:, order], True
         except _NoConvergence as err:
             return err.vals, err.vecs, False
 

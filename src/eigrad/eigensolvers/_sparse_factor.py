@@ -36,7 +36,7 @@ def effective_dimension(M) -> float:
 def gershgorin(M, d_inv_sqrt):
     """Gershgorin interval ``[lo, hi]`` of ``D^{-1/2} M D^{-1/2}``."""
     S = scipy.sparse.diags(d_inv_sqrt) @ M @ scipy.sparse.diags(d_inv_sqrt)
-    diag = S.diagonal()
+    diag = S.diagonal().real  # Hermitian: a real diagonal
     radius = np.asarray(abs(S).sum(axis=1)).ravel() - np.abs(diag)
     return float((diag - radius).min()), float((diag + radius).max())
 
@@ -49,13 +49,18 @@ def factor(K):
 
 
 def definite(lu) -> bool:
-    """``K`` positive definite: no off-diagonal pivot, every pivot of ``L D Lᵀ`` positive (module docstring)."""
+    """``K`` positive definite: no off-diagonal pivot, every pivot of ``L D Lᵀ`` positive (module docstring).
+
+    Complex Hermitian ``K``: with diagonal pivots SuperLU's ``L U`` is ``L D Lᴴ``, ``D = diag(U)`` real
+    in exact arithmetic (its imaginary parts are rounding); Sylvester's law holds for ``*``-congruence,
+    so the signs of ``Re d_i`` give the inertia (tests/test_complex_shift_invert.py counts them against
+    ``eigvalsh``)."""
     if not np.array_equal(lu.perm_r, lu.perm_c):
         return False
-    return bool((lu.U.diagonal() > 0).all())
+    return bool((lu.U.diagonal().real > 0).all())
 
 
 def below_count(lu) -> int | None:
     if not np.array_equal(lu.perm_r, lu.perm_c):
         return None
-    return int((lu.U.diagonal() <= 0).sum())
+    return int((lu.U.diagonal().real <= 0).sum())

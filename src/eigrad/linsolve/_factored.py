@@ -73,6 +73,8 @@ class Factorization:
         return Y if self.sign > 0 else -Y
 
     def operators(self, dtype):
+        if np.iscomplexobj(self.A):  # the eigenvalues are real; the operators keep the matrix's dtype
+            dtype = torch.complex128 if self.A.dtype == np.complex128 else torch.complex64
         A = ScipyLinearOperator(spla.aslinearoperator(self.A), dtype=dtype)
         B = None if self.B is None else ScipyLinearOperator(spla.aslinearoperator(self.B), dtype=dtype)
         return A, B
@@ -153,7 +155,7 @@ class ShiftedLU:
         dtype = R.dtype
         BX = X if B is None else torch.from_numpy(np.ascontiguousarray(B @ _to_numpy(X))).to(R.device, dtype)
         Mg = M.to(dtype)
-        R = R - BX @ (Mg * (X.transpose(-1, -2) @ R))  # P_g r (the caller's X_gᵀ r = 0, to rounding)
+        R = R - BX @ (Mg * (X.mH @ R))  # P_g r (the caller's X_gᵀ r = 0, to rounding)
         rnorm = torch.linalg.vector_norm(R, dim=-2)
         Y = torch.zeros_like(R)
         rel = torch.zeros_like(rnorm)
@@ -173,11 +175,11 @@ class ShiftedLU:
                 steps += 1
                 dY = torch.from_numpy(np.ascontiguousarray(lu.solve(_to_numpy(res)))).to(R.device, dtype)
                 Yc = Yc + dY
-                Yc = Yc - X @ (Mc * (BX.transpose(-1, -2) @ Yc))  # MATH.md: the answer must be projected
+                Yc = Yc - X @ (Mc * (BX.mH @ Yc))  # MATH.md: the answer must be projected
                 KY = A @ _to_numpy(Yc) - (B @ _to_numpy(Yc) if B is not None else _to_numpy(Yc)) * sc.cpu().numpy()
                 self.n_matvec += Yc.shape[-1]
                 res = Rc - torch.from_numpy(np.ascontiguousarray(KY)).to(R.device, dtype)
-                res = res - BX @ (Mc * (X.transpose(-1, -2) @ res))  # P_g (r - K y)
+                res = res - BX @ (Mc * (X.mH @ res))  # P_g (r - K y)
                 rn = torch.linalg.vector_norm(res, dim=-2)
                 if bool((rn <= target).all()):
                     break

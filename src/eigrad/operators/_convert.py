@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from ._base import DenseOperator, LinearOperator
+from ._base import DenseOperator, LinearOperator, OperatorSpec
 from ._scipy import ScipyLinearOperator, from_scipy_sparse, is_scipy_linear_operator, is_scipy_sparse
 from ._sparse import SparseOperator
 
@@ -71,3 +72,85 @@ def _check_dense(name: str, A: torch.Tensor) -> None:
         )
     if A.dim() < 2 or A.shape[-1] != A.shape[-2] or A.shape[-1] == 0:
         raise ValueError(f"{name} must be a square matrix (..., n, n) with n >= 1; received shape {tuple(A.shape)}.")
+
+
+def promote_pair(A: LinearOperator, B: LinearOperator | None) -> tuple[LinearOperator, LinearOperator | None]:
+    """``(A, B)`` in one dtype: a real operator paired with a complex one of the same precision
+    (float64 with complex128, float32 with complex64) becomes complex, as ``torch.promote_types``
+    does. Differentiable: a real input's tensors get the real part of their gradient (a real
+    ``B`` with a complex Hermitian ``A`` is a real symmetric, hence Hermitian, ``B``).
+
+    Different precisions (float32 with complex128, float64 with complex64, float32 with float64)
+    raise ``TypeError``: eigrad does not change an operator's precision silently.
+    """
+    if B is None or B.dtype == A.dtype:
+        return A, B
+    if A.dtype.to_real() != B.dtype.to_real():
+        mixed = (
+            " (a real matrix is promoted to complex only at the same precision: float64 with complex128, "
+            "float32 with complex64)" if A.dtype.is_complex or B.dtype.is_complex else ""
+        )
+        raise TypeError(
+            f"A has dtype {A.dtype} but B has dtype {B.dtype}{mixed}; convert one, e.g. B.to(A.dtype) "
+            "(for an operator: the tensor behind it)."
+        )
+    dtype = torch.promote_types(A.dtype, B.dtype)
+    return to_complex(A, dtype), to_complex(B, dtype)
+
+
+def to_complex(op: LinearOperator, dtype: torch.dtype) -> LinearOperator:
+    """``op`` as an operator of the complex ``dtype`` of its precision (itself when it already is)."""
+    if op.dtype == dtype:
+        return op
+    if isinstance(op, SparseOperator):
+        return SparseOperator.from_values(op.values.to(dtype), op.pattern)
+    if isinstance(op, DenseOperator):
+        return DenseOperator(op.A.to(dtype))
+    return ComplexifiedOperator(op, dtype)
+
+
+class ComplexifiedOperator(LinearOperator):
+    """A real symmetric operator applied to complex blocks: ``A X = A Re X + i A Im X``.
+
+    Keeps the real operator's tensors (``flatten``) and derivative hooks: for
+    complex ``L, R``, ``Re⟨L, A R⟩ = ⟨Re L, A Re R⟩ + ⟨Im L, A Im R⟩`` (MATH-complex,
+    "Operators"), so the gradient of the real tensors is two real VJPs.
+    """
+
+    def __init__(self, op: LinearOperator, dtype: torch.dtype):
+        self.op = op
+        self.shape = tuple(op.shape)
+        self.dtype = dtype
+        self.device = op.device
+
+    def matmat(self, X):
+        if not X.is_complex():
+            return self.op.matmat(X).to(self.dtype)
+        return torch.complex(self.op.matmat(X.real.contiguous()), self.op.matmat(X.imag.contiguous()))
+
+    def to_dense(self):
+        return self.op.to_dense().to(self.dtype)
+
+    def flatten(self):
+        tensors, spec = self.op.flatten()
+        dtype = self.dtype
+        return tensors, OperatorSpec(lambda ts: ComplexifiedOperator(spec.rebuild(ts), dtype))
+
+    def as_scipy_csr(self):
+        M = self.op.as_scipy_csr()
+        return None if M is None else M.astype(np.complex64 if self.dtype == torch.complex64 else np.complex128)
+
+    def bilinear_vjp(self, L, R):
+        if not (L.is_complex() or R.is_complex()):
+            return self.op.bilinear_vjp(L, R)
+        L, R = L.to(self.dtype), R.to(self.dtype)
+        g1 = self.op.bilinear_vjp(L.real.contiguous(), R.real.contiguous())
+        g2 = self.op.bilinear_vjp(L.imag.contiguous(), R.imag.contiguous())
+        return tuple(None if a is None and b is None else (b if a is None else a if b is None else a + b)
+                     for a, b in zip(g1, g2))
+
+    def tangent_matmat(self, dtensors, X):
+        if not X.is_complex():
+            return self.op.tangent_matmat(dtensors, X).to(self.dtype)
+        return torch.complex(self.op.tangent_matmat(dtensors, X.real.contiguous()),
+                             self.op.tangent_matmat(dtensors, X.imag.contiguous()))
