@@ -344,9 +344,10 @@ def eigsh(
         Real symmetric, float32 or float64, or complex Hermitian, complex64
         or complex128 (dense tensors: both dense solvers, a real ``B`` of the
         same precision promoted to complex as in :func:`eigrad.eigh`;
-        operators: the dense solvers on the materialized matrix, ARPACK and
-        LOBPCG, with ``B`` of the operator's dtype; PRIMME and shift-invert
-        raise ``TypeError``):
+        operators: the dense solvers on the materialized matrix, ARPACK,
+        block Lanczos, LOBPCG and shift-invert, a real operator paired with
+        a complex one of the same precision promoted to complex; PRIMME
+        raises ``TypeError``):
         a dense ``(*batch, n, n)``
         tensor, a torch sparse COO/CSR ``(n, n)`` tensor (gradient to its
         stored values), an :class:`eigrad.LinearOperator` such as
