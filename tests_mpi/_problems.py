@@ -98,3 +98,43 @@ def dense_values_loss(A: sp.csr_matrix, loss_of, B: sp.csr_matrix | None = None)
     Q = torch.linalg.solve_triangular(C.T, Qt, upper=True)
     loss_of(L, Q).backward()
     return v.grad, vb.grad
+
+
+def shell_potential(K: sp.csr_matrix, theta_local: torch.Tensor, scale: float = 1.0, comm=None):
+    """``DistributedFunctionOperator`` of ``A(θ) = K + scale · diag(θ)`` (θ: this rank's rows), ghosts = K's
+    off-rank columns; its local product is ``K_loc X_ext + scale · θ ⊙ X_loc`` (a torch sparse product)."""
+    from eigrad.petsc import DistributedFunctionOperator
+
+    n = K.shape[0]
+    s, e = ownership_range(n, comm)
+    blk = K.tocsr()[s:e].tocoo()
+    col = blk.col
+    ghosts = np.unique(col[(col < s) | (col >= e)])
+    ext = np.where((col >= s) & (col < e), col - s, 0)
+    off = (col < s) | (col >= e)
+    ext[off] = (e - s) + np.searchsorted(ghosts, col[off])
+    Kl = torch.sparse_coo_tensor(np.vstack([blk.row, ext]), blk.data, (e - s, e - s + ghosts.size), check_invariants=True).coalesce()
+
+    def matmat(Xext, th):
+        return Kl @ Xext + scale * th.unsqueeze(-1) * Xext[: e - s]
+
+    return DistributedFunctionOperator(matmat, [theta_local], (n, n), ghosts=torch.from_numpy(ghosts), comm=comm)
+
+
+def dense_shell_reference(K: sp.csr_matrix, theta: np.ndarray, loss_of, scale: float = 1.0, KB=None, phi=None):
+    """``∂ loss / ∂ θ`` (and ``∂ / ∂ φ`` for ``B = KB + diag(φ)``) by torch.linalg.eigh of the gathered dense matrices."""
+    th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
+    A = torch.tensor(K.toarray()) + scale * torch.diag(th)
+    if KB is None:
+        import eigrad
+
+        Ld, Q = eigrad.eigh(A)  # correct at repeated eigenvalues (torch.linalg.eigh's backward is not)
+        loss_of(Ld, Q).backward()
+        return th.grad, None
+    ph = torch.tensor(phi, dtype=torch.float64, requires_grad=True)
+    B = torch.tensor(KB.toarray()) + torch.diag(ph)
+    C = torch.linalg.cholesky(B)
+    Ci = torch.linalg.inv(C)
+    Ld, Y = torch.linalg.eigh(Ci @ A @ Ci.T)
+    loss_of(Ld, Ci.T @ Y).backward()
+    return th.grad, ph.grad

@@ -127,35 +127,15 @@ class SlepcEig(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gL, gX, *_):
         values, values_B, LE, XE, labels, cut, atol = ctx.saved_tensors
-        pattern, k, opts = ctx.pattern, ctx.k, ctx.opts
         need_A = ctx.needs_input_grad[1]
         need_B = values_B is not None and ctx.needs_input_grad[2]
         op, Bop = _operators(ctx, values, values_B)
-        mpi = op.mpi
         try:
-            m = LE.shape[-1] - k
-            zero_L = torch.zeros(k, dtype=LE.dtype) if gL is None else gL
-            zero_X = torch.zeros(XE.shape[0], k, dtype=XE.dtype) if gX is None else gX
-            Lbar = torch.cat([allsum(zero_L, mpi) / mpi.size, LE.new_zeros(m)])  # replicated: the ranks' mean
-            Xbar = torch.cat([zero_X, XE.new_zeros(XE.shape[0], m)], dim=-1)
-            FX, FXbar = _gram_factor(XE, Xbar, mpi)
-            check_existence(  # MATH.md, "When the derivative exists", on the global Gram matrix
-                L=LE, X=FX, labels=labels, cut=cut, Lbar=Lbar, Xbar=FXbar, k=k, largest=ctx.largest,
-                opts=opts, atol=atol)
-            has_X = bool(allsum(zero_X.abs().sum().reshape(1), mpi) > 0)
-            rtol = opts.resolved_linsolve_rtol(LE.dtype, ctx.solver.resolved_rtol(LE.dtype))
-            maxiter = opts.linsolve_maxiter or 10 * pattern.n
-
-            def solve(R, shifts):  # MATH.md's G_j on the complement of all K computed vectors
-                return projected_solves(op, XE, R, shifts, rtol, maxiter, Bop)
-
-            D = cluster_mask(labels)
-            BXE = XE if Bop is None else Bop.matmat(XE)
-            LA, LB = vjp_terms(LE, XE, BXE, D, Lbar, Xbar if has_X else None, solve, need_B=need_B,
-                               inner=inner(mpi))
+            LA, LB = backward_terms(ctx, op, Bop, (LE, XE, labels, cut, atol), gL, gX, need_B)
+            k = ctx.k
             # Ā = sym(L_A Xᵀ), B̄ = sym(L_B Xᵀ) sampled on the local patterns (MATH.md, "Reverse mode");
             # the guard columns of L_A, L_B are zero
-            gA = values_vjp(LA[:, :k], XE[:, :k], pattern).to(values.dtype) if need_A else None
+            gA = values_vjp(LA[:, :k], XE[:, :k], ctx.pattern).to(values.dtype) if need_A else None
             gB = values_vjp(LB[:, :k], XE[:, :k], ctx.pattern_B).to(values_B.dtype) if need_B else None
         finally:
             _destroy(op, Bop)
@@ -164,37 +144,72 @@ class SlepcEig(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, _cfg_tangent, dvalues, dvalues_B):
         values, values_B, LE, XE, labels, cut, _atol = ctx.saved_tensors
-        k, opts = ctx.k, ctx.opts
+        k = ctx.k
         if dvalues is None and dvalues_B is None:
             return (None,) * 7
         op, Bop = _operators(ctx, values, values_B)
-        mpi = op.mpi
         try:
-            K = LE.shape[-1]
             X_k = XE[:, :k]
-            pad = XE.new_zeros(XE.shape[0], K - k)
-            # V' = A' X - B' X Λ (MATH.md, "Forward mode") on the k wanted columns only: the guard
-            # columns' right-hand sides are zero (as in eigrad's operator Function)
-            AdX = torch.cat([tangent_matmat(ctx.pattern, dvalues, X_k), pad], -1) if dvalues is not None \
-                else torch.zeros_like(XE)
+            AdX = tangent_matmat(ctx.pattern, dvalues, X_k) if dvalues is not None else None
             BdX = None
             if dvalues_B is not None and values_B is not None:
-                BdX = torch.cat([tangent_matmat(ctx.pattern_B, dvalues_B, X_k), pad], -1)
-            rtol = opts.resolved_linsolve_rtol(LE.dtype, ctx.solver.resolved_rtol(LE.dtype))
-            maxiter = opts.linsolve_maxiter or 10 * ctx.pattern.n
-
-            def solve(R, shifts):
-                return projected_solves(op, XE, R, shifts, rtol, maxiter, Bop)
-
-            D = cluster_mask(labels)
-            BXE = XE if Bop is None else Bop.matmat(XE)
-            ip = inner(mpi)
-            Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, inner=ip)
-            Ld = Ld[:k]
-            found = [c for c in degenerate_clusters(labels, k) if max(c[1]) < k]
-            if found:  # inside a repeated eigenvalue: the slopes, eigenvalues of X_gᵀ (A' - λ B') X_g
-                V = AdX[:, :k] if BdX is None else AdX[:, :k] - BdX[:, :k] * LE[:k]
-                Ld, _ = cluster_frames(sym(ip(X_k, V)), found, k)
+                BdX = tangent_matmat(ctx.pattern_B, dvalues_B, X_k)
+            Ld, Xd = jvp_core(ctx, op, Bop, (LE, XE, labels), AdX, BdX)
         finally:
             _destroy(op, Bop)
-        return Ld, Xd[:, :k], None, None, None, None, None
+        return Ld, Xd, None, None, None, None, None
+
+
+def backward_terms(ctx, op, Bop, saved, gL, gX, need_B):
+    """``(L_A, L_B)`` local rows (MATH.md, "Reverse mode") for any operator of the PETSc protocol."""
+    LE, XE, labels, cut, atol = saved
+    k, opts = ctx.k, ctx.opts
+    mpi = op.mpi
+    m = LE.shape[-1] - k
+    zero_L = torch.zeros(k, dtype=LE.dtype) if gL is None else gL
+    zero_X = torch.zeros(XE.shape[0], k, dtype=XE.dtype) if gX is None else gX
+    Lbar = torch.cat([allsum(zero_L, mpi) / mpi.size, LE.new_zeros(m)])  # replicated: the ranks' mean
+    Xbar = torch.cat([zero_X, XE.new_zeros(XE.shape[0], m)], dim=-1)
+    FX, FXbar = _gram_factor(XE, Xbar, mpi)
+    check_existence(  # MATH.md, "When the derivative exists", on the global Gram matrix
+        L=LE, X=FX, labels=labels, cut=cut, Lbar=Lbar, Xbar=FXbar, k=k, largest=ctx.largest,
+        opts=opts, atol=atol)
+    has_X = bool(allsum(zero_X.abs().sum().reshape(1), mpi) > 0)
+    rtol = opts.resolved_linsolve_rtol(LE.dtype, ctx.solver.resolved_rtol(LE.dtype))
+    maxiter = opts.linsolve_maxiter or 10 * op.n
+
+    def solve(R, shifts):  # MATH.md's G_j on the complement of all K computed vectors
+        return projected_solves(op, XE, R, shifts, rtol, maxiter, Bop)
+
+    D = cluster_mask(labels)
+    BXE = XE if Bop is None else Bop.matmat(XE)
+    return vjp_terms(LE, XE, BXE, D, Lbar, Xbar if has_X else None, solve, need_B=need_B, inner=inner(mpi))
+
+
+def jvp_core(ctx, op, Bop, saved, AdX_k, BdX_k):
+    """``(Λ', X')`` for the tangents ``A' X``, ``B' X`` (local rows of the k wanted columns, or None)."""
+    LE, XE, labels = saved
+    k, opts = ctx.k, ctx.opts
+    mpi = op.mpi
+    K = LE.shape[-1]
+    pad = XE.new_zeros(XE.shape[0], K - k)
+    # V' = A' X - B' X Λ (MATH.md, "Forward mode") on the k wanted columns only: the guard
+    # columns' right-hand sides are zero (as in eigrad's operator Function)
+    AdX = torch.cat([AdX_k, pad], -1) if AdX_k is not None else torch.zeros_like(XE)
+    BdX = None if BdX_k is None else torch.cat([BdX_k, pad], -1)
+    rtol = opts.resolved_linsolve_rtol(LE.dtype, ctx.solver.resolved_rtol(LE.dtype))
+    maxiter = opts.linsolve_maxiter or 10 * op.n
+
+    def solve(R, shifts):
+        return projected_solves(op, XE, R, shifts, rtol, maxiter, Bop)
+
+    D = cluster_mask(labels)
+    BXE = XE if Bop is None else Bop.matmat(XE)
+    ip = inner(mpi)
+    Ld, Xd = jvp_terms(LE, XE, BXE, D, AdX, BdX, solve, inner=ip)
+    Ld = Ld[:k]
+    found = [c for c in degenerate_clusters(labels, k) if max(c[1]) < k]
+    if found:  # inside a repeated eigenvalue: the slopes, eigenvalues of X_gᵀ (A' - λ B') X_g
+        V = AdX[:, :k] if BdX is None else AdX[:, :k] - BdX[:, :k] * LE[:k]
+        Ld, _ = cluster_frames(sym(ip(XE[:, :k], V)), found, k)
+    return Ld, Xd[:, :k]
