@@ -134,3 +134,11 @@ def test_auto_complex_follows_real_table():
     B = as_operator(sp.csr_matrix(_B_real(300)).astype(np.complex128))
     assert type(choose_solver(A, B)).__name__ == "ShiftInvert"
     assert type(choose_solver(A, None, preconditioner=lambda R: R)).__name__ == "LOBPCG"
+
+
+def test_petsc_refuses_complex_input_clearly():
+    """eigrad.petsc is real-only (Debian's PETSc/SLEPc): a clear TypeError, without petsc4py too."""
+    with pytest.raises(TypeError, match=r"real-only.*complex dtype torch.complex128"):
+        eigrad.eigsh(torch.eye(4, dtype=torch.complex128), 2, solver="slepc")
+    with pytest.raises(TypeError, match=r"real-only.*received B"):
+        eigrad.eigsh(torch.eye(4, dtype=torch.float64), 2, B=sp.identity(4, dtype=complex), solver="slepc")

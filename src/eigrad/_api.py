@@ -429,6 +429,14 @@ def eigsh(
     """
     # the optional PETSc/SLEPc backend (docs/scaleout.md), imported only when asked for
     if (isinstance(solver, str) and solver == "slepc") or type(A).__module__.startswith("eigrad.petsc"):
+        for name, M in (("A", A), ("B", B)):  # before the import: clear without petsc4py too
+            dt = getattr(M, "dtype", None)
+            if dt is not None and (getattr(dt, "is_complex", False) or getattr(dt, "kind", "") == "c"):
+                raise TypeError(
+                    f"solver='slepc' (eigrad.petsc) is real-only: Debian's PETSc/SLEPc are built with real "
+                    f"scalars; received {name} of complex dtype {dt}. Pass a real symmetric problem, or solve the "
+                    "complex Hermitian one with solver='arpack', 'lobpcg' or 'shift-invert'."
+                )
         from .petsc._eigsh import eigsh_slepc
 
         return eigsh_slepc(A, k, B=B, largest=largest, solver=solver, X0=X0, preconditioner=preconditioner,
