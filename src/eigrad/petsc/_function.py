@@ -98,20 +98,26 @@ def _destroy(*ops):
             o.destroy()
 
 
+def checked_solve(cfg, op, Bop, n):
+    """The Functions' forward on PETSc operators ``op``, ``Bop`` (destroyed after): the symmetry probe
+    of each, then the solve with guards; returns ``(L, X, LE, XE, labels, cut, atol)``."""
+    try:
+        for name, o in (("A", op), ("B", Bop)):
+            msg = None if o is None else symmetry_probe(o)
+            if msg is not None:
+                raise ValueError(f"{name}: {msg}")
+        sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
+            cfg.solver, op, Bop, cfg.k, n, cfg.largest, cfg.opts, X0=cfg.X0)
+    finally:
+        _destroy(op, Bop)
+    return sol.eigenvalues.clone(), sol.eigenvectors.clone(), LE, XE, labels, cut, torch.as_tensor(atol)
+
+
 class SlepcEig(torch.autograd.Function):
     @staticmethod
     def forward(cfg: SlepcConfig, values, values_B):
         op, Bop = _operators(cfg, values, values_B)
-        try:
-            for name, o in (("A", op), ("B", Bop)):
-                msg = None if o is None else symmetry_probe(o)
-                if msg is not None:
-                    raise ValueError(f"{name}: {msg}")
-            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
-                cfg.solver, op, Bop, cfg.k, cfg.pattern.n, cfg.largest, cfg.opts, X0=cfg.X0)
-        finally:
-            _destroy(op, Bop)
-        return sol.eigenvalues.clone(), sol.eigenvectors.clone(), LE, XE, labels, cut, torch.as_tensor(atol)
+        return checked_solve(cfg, op, Bop, cfg.pattern.n)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

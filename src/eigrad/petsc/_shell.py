@@ -297,23 +297,11 @@ def _tangent(desc, op, d, X):
 class ShellEig(torch.autograd.Function):
     @staticmethod
     def forward(cfg: ShellConfig, *flat):
-        from ..autodiff._forward import solve_with_guards
-        from ._matrix import symmetry_probe
+        from ._function import checked_solve
 
         op = _make(cfg.A, flat[: cfg.nA])
         Bop = None if cfg.B is None else _make(cfg.B, flat[cfg.nA:])
-        try:
-            for name, o in (("A", op), ("B", Bop)):
-                msg = None if o is None else symmetry_probe(o)
-                if msg is not None:
-                    raise ValueError(f"{name}: {msg}")
-            sol, LE, XE, labels, cut, atol, _ = solve_with_guards(
-                cfg.solver, op, Bop, cfg.k, op.n, cfg.largest, cfg.opts, X0=cfg.X0)
-        finally:
-            for o in (op, Bop):
-                if o is not None:
-                    o.destroy()
-        return sol.eigenvalues.clone(), sol.eigenvectors.clone(), LE, XE, labels, cut, torch.as_tensor(atol)
+        return checked_solve(cfg, op, Bop, op.n)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
